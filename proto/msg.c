@@ -1,0 +1,82 @@
+/*
+ * msg.c - Envelope encode/decode on top of frame.c; see msg.h.
+ */
+#include "msg.h"
+
+#include <stdlib.h>
+
+const char *msg_strerror(int err)
+{
+	if (err == MSG_EDECODE)
+		return "frame is not a valid hearth.Envelope";
+	return frame_strerror(err);
+}
+
+int msg_pack(const Hearth__Envelope *env, uint8_t **buf, size_t *len)
+{
+	size_t n = hearth__envelope__get_packed_size(env);
+	uint8_t *b = malloc(n ? n : 1);
+
+	if (!b)
+		return FRAME_ENOMEM;
+	*len = hearth__envelope__pack(env, b);
+	*buf = b;
+	return FRAME_OK;
+}
+
+Hearth__Envelope *msg_unpack(const uint8_t *buf, size_t len)
+{
+	return hearth__envelope__unpack(NULL, len, buf);
+}
+
+void msg_free(Hearth__Envelope *env)
+{
+	if (env)
+		hearth__envelope__free_unpacked(env, NULL);
+}
+
+int msg_send(int fd, const Hearth__Envelope *env, size_t max, int64_t deadline_ms)
+{
+	uint8_t *buf;
+	size_t len;
+	int rc = msg_pack(env, &buf, &len);
+
+	if (rc)
+		return rc;
+	rc = frame_write(fd, buf, len, max, deadline_ms);
+	free(buf);
+	return rc;
+}
+
+int msg_recv(int fd, size_t max, int64_t deadline_ms, Hearth__Envelope **out)
+{
+	uint8_t *buf;
+	size_t len;
+	int rc = frame_read(fd, &buf, &len, max, deadline_ms);
+
+	*out = NULL;
+	if (rc)
+		return rc;
+	*out = msg_unpack(buf, len);
+	free(buf);
+	return *out ? FRAME_OK : MSG_EDECODE;
+}
+
+const char *msg_name(const Hearth__Envelope *env)
+{
+	switch (env->msg_case) {
+	case HEARTH__ENVELOPE__MSG_HELLO: return "hello";
+	case HEARTH__ENVELOPE__MSG_CONFIGURE: return "configure";
+	case HEARTH__ENVELOPE__MSG_INVOKE: return "invoke";
+	case HEARTH__ENVELOPE__MSG_RESEED: return "reseed";
+	case HEARTH__ENVELOPE__MSG_PING: return "ping";
+	case HEARTH__ENVELOPE__MSG_SHUTDOWN: return "shutdown";
+	case HEARTH__ENVELOPE__MSG_READY: return "ready";
+	case HEARTH__ENVELOPE__MSG_INVOKE_RESULT: return "invoke_result";
+	case HEARTH__ENVELOPE__MSG_LOG: return "log";
+	case HEARTH__ENVELOPE__MSG_PONG: return "pong";
+	case HEARTH__ENVELOPE__MSG_ERROR: return "error";
+	case HEARTH__ENVELOPE__MSG_ACK: return "ack";
+	default: return "none";
+	}
+}
