@@ -1,0 +1,794 @@
+/*
+ * agent.c - the hearth-agent event loop; see agent.h.
+ */
+#include "agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/random.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "msg.h"
+#include "pid1.h"
+
+#define REPLY_TIMEOUT_MS 10000
+#define STALL_TIMEOUT_MS 30000   /* a frame left half-sent this long is dropped */
+#define SERIAL_RETRY_MS 20
+#define MIN_PEER_FRAME (64u * 1024u)
+#define RESULT_OVERHEAD (64u * 1024u)
+#define DEFAULT_TIMEOUT_MS 3000u
+#define DEFAULT_MAX_RESPONSE (6u * 1024u * 1024u)
+#define DEFAULT_MAX_LOG (64u * 1024u)
+#define DEFAULT_INIT_TIMEOUT_MS 10000u
+
+struct pending {
+	uint64_t seq;
+	char *request_id;
+	uint8_t *payload;
+	size_t len;
+	uint32_t timeout_ms;
+};
+
+struct config {
+	bool set;
+	char *handler;
+	char **argv;
+	char **envp;
+	char *workdir;
+	uint32_t timeout_ms;
+	size_t max_out, max_log;
+};
+
+struct agent {
+	const struct agent_opts *o;
+	struct transport t;
+	int sigfd;
+	int64_t start_us;
+
+	int conn;
+	struct frame_reader fr;
+	bool hello;
+	size_t peer_max;
+	int64_t partial_since_ms;
+	int64_t serial_retry_ms;
+
+	struct config cfg;
+
+	bool running;
+	bool is_init;        /* the run is Configure's init step */
+	bool want_result;    /* false once the requesting connection is gone */
+	uint64_t run_seq;
+	char *run_reqid;
+	uint8_t *run_payload;
+	struct run run;
+
+	struct pending q[AGENT_QUEUE_MAX];
+	size_t qhead, qlen;
+	bool quit;
+	int exit_status;
+};
+
+static void logf_(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(struct agent *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!a->o->verbose)
+		return;
+	va_start(ap, fmt);
+	fprintf(stderr, "hearth-agent: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static int64_t now_ms(void)
+{
+	return run_now_us() / 1000;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static void drop_conn(struct agent *a, const char *why);
+
+static void reply(struct agent *a, Hearth__Envelope *env)
+{
+	int rc;
+
+	if (a->conn < 0)
+		return;
+	rc = msg_send(a->conn, env, a->peer_max, now_ms() + REPLY_TIMEOUT_MS);
+	if (rc == FRAME_EINVAL) {
+		/* Should not happen (results are sized to fit), but never send a frame the host refuses. */
+		logf_(a, "reply %s too large for the host's frame limit", msg_name(env));
+		return;
+	}
+	if (rc)
+		drop_conn(a, frame_strerror(rc));
+}
+
+static void reply_error(struct agent *a, uint64_t seq, Hearth__ErrorCode code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void reply_error(struct agent *a, uint64_t seq, Hearth__ErrorCode code, const char *fmt, ...)
+{
+	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
+	Hearth__Error err = HEARTH__ERROR__INIT;
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	logf_(a, "error to host: %s", buf);
+	err.code = code;
+	err.message = buf;
+	env.seq = seq;
+	env.msg_case = HEARTH__ENVELOPE__MSG_ERROR;
+	env.error = &err;
+	reply(a, &env);
+}
+
+static void reply_ack(struct agent *a, uint64_t seq)
+{
+	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
+	Hearth__Ack ack = HEARTH__ACK__INIT;
+
+	env.seq = seq;
+	env.msg_case = HEARTH__ENVELOPE__MSG_ACK;
+	env.ack = &ack;
+	reply(a, &env);
+}
+
+static void reply_ready(struct agent *a, uint64_t seq, uint64_t init_us)
+{
+	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
+	Hearth__Ready ready = HEARTH__READY__INIT;
+
+	ready.init_duration_us = init_us;
+	ready.software = AGENT_VERSION;
+	env.seq = seq;
+	env.msg_case = HEARTH__ENVELOPE__MSG_READY;
+	env.ready = &ready;
+	reply(a, &env);
+}
+
+static void reply_result(struct agent *a, uint64_t seq, const char *reqid,
+			 Hearth__InvokeStatus status, const char *error, const struct run *r)
+{
+	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
+	Hearth__InvokeResult res = HEARTH__INVOKE_RESULT__INIT;
+
+	res.request_id = (char *)reqid;
+	res.status = status;
+	res.error = (char *)(error ? error : "");
+	if (r) {
+		int code;
+		enum run_outcome o = run_outcome(r, &code);
+
+		if (o == RUN_EXITED)
+			res.exit_code = code;
+		else if (o == RUN_SIGNALED)
+			res.signal = code;
+		res.body.data = r->out;
+		res.body.len = r->out_len;
+		res.logs.data = r->log;
+		res.logs.len = r->log_len;
+		res.logs_truncated = r->log_truncated;
+		res.duration_us = run_duration_us(r);
+		res.max_rss_kb = (uint64_t)r->ru.ru_maxrss;
+	}
+	env.seq = seq;
+	env.msg_case = HEARTH__ENVELOPE__MSG_INVOKE_RESULT;
+	env.invoke_result = &res;
+	reply(a, &env);
+}
+
+/* ---- configuration ------------------------------------------------------- */
+
+static void free_strv(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+static void config_free(struct config *c)
+{
+	free(c->handler);
+	free_strv(c->argv);
+	free_strv(c->envp);
+	free(c->workdir);
+	memset(c, 0, sizeof(*c));
+}
+
+static bool env_has(char **envp, size_t n, const char *key)
+{
+	size_t k = strlen(key);
+
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], key, k) == 0 && envp[i][k] == '=')
+			return true;
+	return false;
+}
+
+/* Validates and copies a Configure. Returns NULL or an error text. */
+static const char *config_take(struct config *c, const Hearth__Configure *m, size_t peer_max)
+{
+	size_t n = 0;
+
+	memset(c, 0, sizeof(*c));
+	if (!m->handler || m->handler[0] != '/')
+		return "handler must be an absolute path";
+	if (m->mode != HEARTH__HANDLER_MODE__HANDLER_EXEC)
+		return "only exec mode is supported";
+	if (m->init && m->init[0] && m->init[0] != '/')
+		return "init must be an absolute path";
+	for (size_t i = 0; i < m->n_env; i++)
+		if (!m->env[i]->key || !m->env[i]->key[0] || strchr(m->env[i]->key, '='))
+			return "env keys must be non-empty and contain no '='";
+	c->handler = strdup(m->handler);
+	c->argv = calloc(m->n_args + 2, sizeof(char *));
+	c->envp = calloc(m->n_env + 3, sizeof(char *));
+	c->workdir = strdup(m->workdir && m->workdir[0] ? m->workdir : "/");
+	if (!c->handler || !c->argv || !c->envp || !c->workdir)
+		goto nomem;
+	c->argv[0] = strdup(m->handler);
+	for (size_t i = 0; i < m->n_args; i++)
+		c->argv[i + 1] = strdup(m->args[i]);
+	for (size_t i = 0; i < m->n_env; i++) {
+		if (asprintf(&c->envp[n], "%s=%s", m->env[i]->key,
+			     m->env[i]->value ? m->env[i]->value : "") < 0)
+			goto nomem;
+		n++;
+	}
+	if (!env_has(c->envp, n, "PATH"))
+		c->envp[n++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+	if (!env_has(c->envp, n, "HOME"))
+		c->envp[n++] = strdup("HOME=/tmp");
+	c->timeout_ms = m->timeout_ms ? m->timeout_ms : DEFAULT_TIMEOUT_MS;
+	c->max_log = m->max_log_bytes ? m->max_log_bytes : DEFAULT_MAX_LOG;
+	if (c->max_log > peer_max / 4)
+		c->max_log = peer_max / 4;
+	c->max_out = m->max_response_bytes ? m->max_response_bytes : DEFAULT_MAX_RESPONSE;
+	/* A result must fit in one frame the host accepts: body + logs + envelope. */
+	if (c->max_out > peer_max - c->max_log - RESULT_OVERHEAD)
+		c->max_out = peer_max - c->max_log - RESULT_OVERHEAD;
+	c->set = true;
+	return NULL;
+nomem:
+	config_free(c);
+	return "out of memory";
+}
+
+/* ---- running handlers ---------------------------------------------------- */
+
+static void start_next(struct agent *a);
+
+static int start_run(struct agent *a, const char *path, char **argv, const uint8_t *payload,
+		     size_t len, uint32_t timeout_ms)
+{
+	struct run_spec spec = {
+		.path = path,
+		.argv = argv,
+		.envp = a->cfg.envp,
+		.workdir = a->cfg.workdir,
+		.payload = payload,
+		.payload_len = len,
+		.max_out = a->cfg.max_out,
+		.max_log = a->cfg.max_log,
+		.timeout_ms = timeout_ms,
+	};
+	int rc = run_start(&a->run, &spec);
+
+	if (rc == 0) {
+		a->running = true;
+		a->want_result = true;
+	}
+	return rc;
+}
+
+static Hearth__InvokeStatus status_of(const struct run *r, char *err, size_t errlen,
+				      const struct config *c)
+{
+	int code;
+
+	switch (run_outcome(r, &code)) {
+	case RUN_SPAWN_FAILED:
+		snprintf(err, errlen, "cannot execute handler %s: %s", c->handler, strerror(code));
+		return HEARTH__INVOKE_STATUS__INVOKE_SPAWN_FAILED;
+	case RUN_TIMEOUT:
+		snprintf(err, errlen, "handler timed out after %u ms; process group killed",
+			 (unsigned)((r->deadline_ms * 1000 - r->start_us) / 1000));
+		return HEARTH__INVOKE_STATUS__INVOKE_TIMEOUT;
+	case RUN_TOO_LARGE:
+		snprintf(err, errlen, "response exceeded %zu bytes; handler killed", r->max_out);
+		return HEARTH__INVOKE_STATUS__INVOKE_RESPONSE_TOO_LARGE;
+	case RUN_SIGNALED:
+		snprintf(err, errlen, "handler killed by signal %d (%s)", code, strsignal(code));
+		return HEARTH__INVOKE_STATUS__INVOKE_CRASHED;
+	case RUN_EXITED:
+		if (code == 0) {
+			err[0] = 0;
+			return HEARTH__INVOKE_STATUS__INVOKE_OK;
+		}
+		snprintf(err, errlen, "handler exited with status %d", code);
+		return HEARTH__INVOKE_STATUS__INVOKE_FUNCTION_ERROR;
+	}
+	return HEARTH__INVOKE_STATUS__INVOKE_REJECTED;
+}
+
+static void finish_run(struct agent *a)
+{
+	char err[512];
+	Hearth__InvokeStatus st = status_of(&a->run, err, sizeof(err), &a->cfg);
+
+	if (a->want_result) {
+		if (a->is_init) {
+			if (st == HEARTH__INVOKE_STATUS__INVOKE_OK) {
+				reply_ready(a, a->run_seq, run_duration_us(&a->run));
+			} else {
+				config_free(&a->cfg);
+				reply_error(a, a->run_seq, HEARTH__ERROR_CODE__ERR_INIT_FAILED,
+					    "init step failed: %s; stderr: %.*s", err,
+					    (int)(a->run.log_len > 200 ? 200 : a->run.log_len),
+					    a->run.log ? (const char *)a->run.log : "");
+			}
+		} else {
+			reply_result(a, a->run_seq, a->run_reqid, st, err[0] ? err : NULL, &a->run);
+		}
+	}
+	logf_(a, "%s %s: %s (%llu us)", a->is_init ? "init" : "invoke",
+	      a->run_reqid ? a->run_reqid : "", err[0] ? err : "ok",
+	      (unsigned long long)run_duration_us(&a->run));
+	run_free(&a->run);
+	free(a->run_reqid);
+	free(a->run_payload);
+	a->run_reqid = NULL;
+	a->run_payload = NULL;
+	a->running = false;
+	a->is_init = false;
+	run_sweep_orphans();
+	start_next(a);
+}
+
+static void pending_free(struct pending *p)
+{
+	free(p->request_id);
+	free(p->payload);
+	memset(p, 0, sizeof(*p));
+}
+
+static void start_next(struct agent *a)
+{
+	while (!a->running && a->qlen > 0) {
+		struct pending p = a->q[a->qhead];
+		int rc;
+
+		a->qhead = (a->qhead + 1) % AGENT_QUEUE_MAX;
+		a->qlen--;
+		rc = start_run(a, a->cfg.handler, a->cfg.argv, p.payload, p.len,
+			       p.timeout_ms ? p.timeout_ms : a->cfg.timeout_ms);
+		if (rc < 0) {
+			char err[128];
+
+			snprintf(err, sizeof(err), "agent could not start the handler: %s",
+				 strerror(-rc));
+			reply_result(a, p.seq, p.request_id, HEARTH__INVOKE_STATUS__INVOKE_REJECTED,
+				     err, NULL);
+			pending_free(&p);
+			continue;
+		}
+		a->run_seq = p.seq;
+		a->run_reqid = p.request_id;      /* owned by the run from here */
+		a->run_payload = p.payload;       /* read by the run until stdin closes */
+		a->is_init = false;
+	}
+}
+
+static void queue_clear(struct agent *a)
+{
+	while (a->qlen > 0) {
+		pending_free(&a->q[a->qhead]);
+		a->qhead = (a->qhead + 1) % AGENT_QUEUE_MAX;
+		a->qlen--;
+	}
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+static void on_hello(struct agent *a, const Hearth__Envelope *e)
+{
+	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
+	Hearth__Hello h = HEARTH__HELLO__INIT;
+	const Hearth__Hello *m = e->hello;
+
+	if (m->protocol_version != HEARTH_PROTOCOL_VERSION) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_VERSION_MISMATCH,
+			    "agent speaks protocol version %u, host sent %u",
+			    HEARTH_PROTOCOL_VERSION, m->protocol_version);
+		return;
+	}
+	if (m->max_frame && m->max_frame < MIN_PEER_FRAME) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_INVALID_ARGUMENT,
+			    "max_frame %u is below the minimum of %u", m->max_frame, MIN_PEER_FRAME);
+		return;
+	}
+	a->peer_max = m->max_frame ? m->max_frame : FRAME_DEFAULT_MAX;
+	a->hello = true;
+	h.protocol_version = HEARTH_PROTOCOL_VERSION;
+	h.max_frame = (uint32_t)a->o->max_frame;
+	h.software = AGENT_VERSION;
+	env.seq = e->seq;
+	env.msg_case = HEARTH__ENVELOPE__MSG_HELLO;
+	env.hello = &h;
+	reply(a, &env);
+}
+
+static void on_configure(struct agent *a, const Hearth__Envelope *e)
+{
+	const Hearth__Configure *m = e->configure;
+	struct config c;
+	const char *err;
+
+	if (a->running || a->qlen) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_BUSY,
+			    "cannot reconfigure while an invocation is running or queued");
+		return;
+	}
+	err = config_take(&c, m, a->peer_max);
+	if (err) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_INVALID_ARGUMENT, "configure: %s", err);
+		return;
+	}
+	config_free(&a->cfg);
+	a->cfg = c;
+	if (m->init && m->init[0]) {
+		char *argv[] = { m->init, NULL };
+		int rc = start_run(a, m->init, argv, NULL, 0,
+				   m->init_timeout_ms ? m->init_timeout_ms : DEFAULT_INIT_TIMEOUT_MS);
+
+		if (rc < 0) {
+			config_free(&a->cfg);
+			reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_INTERNAL,
+				    "cannot start init: %s", strerror(-rc));
+			return;
+		}
+		a->is_init = true;
+		a->run_seq = e->seq;
+		a->run_reqid = strdup("init");
+		return;
+	}
+	reply_ready(a, e->seq, 0);
+}
+
+static void on_invoke(struct agent *a, const Hearth__Envelope *e)
+{
+	const Hearth__Invoke *m = e->invoke;
+	struct pending *p;
+
+	if (!a->cfg.set) {
+		reply_result(a, e->seq, m->request_id, HEARTH__INVOKE_STATUS__INVOKE_NOT_CONFIGURED,
+			     "Invoke before Configure: the agent has no handler", NULL);
+		return;
+	}
+	if (a->qlen == AGENT_QUEUE_MAX) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_BUSY,
+			    "invoke queue full (%d waiting)", AGENT_QUEUE_MAX);
+		return;
+	}
+	p = &a->q[(a->qhead + a->qlen) % AGENT_QUEUE_MAX];
+	p->seq = e->seq;
+	p->request_id = strdup(m->request_id ? m->request_id : "");
+	p->payload = malloc(m->payload.len ? m->payload.len : 1);
+	p->len = m->payload.len;
+	p->timeout_ms = m->timeout_ms;
+	if (!p->request_id || !p->payload) {
+		pending_free(p);
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_INTERNAL, "out of memory");
+		return;
+	}
+	if (m->payload.len)
+		memcpy(p->payload, m->payload.data, m->payload.len);
+	a->qlen++;
+	start_next(a);
+}
+
+static void on_reseed(struct agent *a, const Hearth__Envelope *e)
+{
+	const Hearth__Reseed *m = e->reseed;
+	struct {
+		struct rand_pool_info info;
+		uint8_t buf[512];
+	} pool;
+	int fd;
+
+	if (m->entropy.len < 16 || m->entropy.len > sizeof(pool.buf)) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_INVALID_ARGUMENT,
+			    "reseed needs 16 to %zu bytes, got %zu", sizeof(pool.buf), m->entropy.len);
+		return;
+	}
+	fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_INTERNAL, "open /dev/urandom: %s",
+			    strerror(errno));
+		return;
+	}
+	pool.info.entropy_count = (int)(m->entropy.len * 8);
+	pool.info.buf_size = (int)m->entropy.len;
+	memcpy(pool.buf, m->entropy.data, m->entropy.len);
+	if (ioctl(fd, RNDADDENTROPY, &pool.info) < 0) {
+		/*
+		 * Without CAP_SYS_ADMIN (the process engine as a normal user) the
+		 * bytes can still be mixed in, just not credited.
+		 */
+		if (write(fd, m->entropy.data, m->entropy.len) != (ssize_t)m->entropy.len) {
+			reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_INTERNAL,
+				    "mixing entropy failed: %s", strerror(errno));
+			close(fd);
+			return;
+		}
+	}
+#ifdef RNDRESEEDCRNG
+	/* Older kernels lack it (EINVAL/ENOTTY); the added entropy is used anyway. */
+	ioctl(fd, RNDRESEEDCRNG);
+#endif
+	close(fd);
+	explicit_bzero(pool.buf, sizeof(pool.buf));
+	reply_ack(a, e->seq);
+}
+
+static void on_ping(struct agent *a, const Hearth__Envelope *e)
+{
+	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
+	Hearth__Pong pong = HEARTH__PONG__INIT;
+
+	pong.nonce = e->ping->nonce;
+	pong.uptime_us = (uint64_t)(run_now_us() - a->start_us);
+	pong.queued = (uint32_t)a->qlen;
+	pong.busy = a->running;
+	env.seq = e->seq;
+	env.msg_case = HEARTH__ENVELOPE__MSG_PONG;
+	env.pong = &pong;
+	reply(a, &env);
+}
+
+static void on_message(struct agent *a, const uint8_t *buf, size_t len)
+{
+	Hearth__Envelope *e = msg_unpack(buf, len);
+
+	if (!e) {
+		reply_error(a, 0, HEARTH__ERROR_CODE__ERR_BAD_MESSAGE,
+			    "frame of %zu bytes is not a valid hearth.Envelope", len);
+		return;
+	}
+	if (!a->hello && e->msg_case != HEARTH__ENVELOPE__MSG_HELLO &&
+	    e->msg_case != HEARTH__ENVELOPE__MSG_PING) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_HELLO_REQUIRED,
+			    "send Hello first (got %s)", msg_name(e));
+		msg_free(e);
+		return;
+	}
+	switch (e->msg_case) {
+	case HEARTH__ENVELOPE__MSG_HELLO: on_hello(a, e); break;
+	case HEARTH__ENVELOPE__MSG_CONFIGURE: on_configure(a, e); break;
+	case HEARTH__ENVELOPE__MSG_INVOKE: on_invoke(a, e); break;
+	case HEARTH__ENVELOPE__MSG_RESEED: on_reseed(a, e); break;
+	case HEARTH__ENVELOPE__MSG_PING: on_ping(a, e); break;
+	case HEARTH__ENVELOPE__MSG_SHUTDOWN:
+		reply_ack(a, e->seq);
+		a->quit = true;
+		break;
+	default:
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_UNKNOWN_MESSAGE,
+			    "unexpected message type %s", msg_name(e));
+		break;
+	}
+	msg_free(e);
+}
+
+/* ---- connection ---------------------------------------------------------- */
+
+static void drop_conn(struct agent *a, const char *why)
+{
+	if (a->conn < 0)
+		return;
+	logf_(a, "host connection closed: %s", why);
+	close(a->conn);
+	a->conn = -1;
+	frame_reader_reset(&a->fr);
+	a->hello = false;
+	a->partial_since_ms = 0;
+	queue_clear(a);
+	if (a->running) {
+		a->want_result = false;
+		run_abort(&a->run);
+		if (a->is_init)
+			config_free(&a->cfg);
+	}
+	if (a->t.kind == TRANSPORT_SERIAL)
+		a->serial_retry_ms = now_ms() + SERIAL_RETRY_MS;
+}
+
+static void set_conn(struct agent *a, int fd)
+{
+	if (a->conn >= 0)
+		drop_conn(a, "replaced by a new connection");
+	a->conn = fd;
+	a->peer_max = FRAME_DEFAULT_MAX;
+	frame_reader_init(&a->fr, a->o->max_frame);
+	logf_(a, "host connected");
+}
+
+static void on_readable(struct agent *a)
+{
+	/* Bounded so that a flood of frames cannot starve the running handler's pipes. */
+	for (int i = 0; i < 64 && a->conn >= 0 && !a->quit; i++) {
+		uint8_t *buf;
+		size_t len;
+		int rc = frame_reader_poll(&a->fr, a->conn, &buf, &len);
+
+		if (rc == FRAME_EAGAIN) {
+			if (frame_reader_partial(&a->fr) && !a->partial_since_ms)
+				a->partial_since_ms = now_ms();
+			return;
+		}
+		if (rc == FRAME_ETOOBIG) {
+			reply_error(a, 0, HEARTH__ERROR_CODE__ERR_FRAME_TOO_LARGE,
+				    "frame of %zu bytes exceeds the maximum of %zu; closing",
+				    a->fr.body_len, a->fr.max);
+			drop_conn(a, "frame too large");
+			return;
+		}
+		if (rc != FRAME_OK) {
+			drop_conn(a, frame_strerror(rc));
+			return;
+		}
+		a->partial_since_ms = 0;
+		on_message(a, buf, len);
+		free(buf);
+	}
+}
+
+/* ---- main loop ----------------------------------------------------------- */
+
+static void on_signal(struct agent *a)
+{
+	struct signalfd_siginfo si;
+	int st;
+	struct rusage ru;
+	pid_t pid;
+
+	while (read(a->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			if (!a->o->pid1) {
+				a->quit = true;
+				a->exit_status = 0;
+			}
+		}
+	}
+	/* Reap everything: our handler and any orphan re-parented to us. */
+	while ((pid = wait4(-1, &st, WNOHANG, &ru)) > 0) {
+		if (a->running && pid == a->run.pid)
+			run_on_exit(&a->run, st, &ru);
+	}
+}
+
+static int min_timeout(int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return a < b ? a : b;
+}
+
+int agent_run(const struct agent_opts *o)
+{
+	struct agent a = { .o = o, .t = o->transport, .conn = -1 };
+	sigset_t set;
+	int rc;
+
+	a.start_us = run_now_us();
+	frame_reader_init(&a.fr, o->max_frame);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	a.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (a.sigfd < 0) {
+		perror("hearth-agent: signalfd");
+		return 1;
+	}
+	rc = transport_open(&a.t);
+	if (rc < 0) {
+		fprintf(stderr, "hearth-agent: cannot listen on %s: %s\n",
+			a.t.kind == TRANSPORT_VSOCK ? "vsock" : a.t.path, strerror(-rc));
+		return 1;
+	}
+	fprintf(stderr, "hearth-agent: listening on %s\n",
+		a.t.kind == TRANSPORT_VSOCK ? "vsock" : a.t.path);
+
+	while (!a.quit) {
+		struct pollfd p[6];
+		int n = 0, i_listen = -1, i_conn = -1, i_sig, nrun, timeout = -1;
+
+		if (a.t.kind == TRANSPORT_SERIAL && a.conn < 0 && now_ms() >= a.serial_retry_ms) {
+			int fd = transport_accept(&a.t);
+
+			if (fd >= 0)
+				set_conn(&a, fd);
+			else
+				a.serial_retry_ms = now_ms() + SERIAL_RETRY_MS;
+		}
+		if (a.t.listen_fd >= 0) {
+			i_listen = n;
+			p[n++] = (struct pollfd){ .fd = a.t.listen_fd, .events = POLLIN };
+		}
+		if (a.conn >= 0) {
+			i_conn = n;
+			p[n++] = (struct pollfd){ .fd = a.conn, .events = POLLIN };
+		}
+		i_sig = n;
+		p[n++] = (struct pollfd){ .fd = a.sigfd, .events = POLLIN };
+		nrun = a.running ? run_pollfds(&a.run, p + n) : 0;
+
+		if (a.running)
+			timeout = run_check_deadline(&a.run);
+		if (a.t.kind == TRANSPORT_SERIAL && a.conn < 0)
+			timeout = min_timeout(timeout, SERIAL_RETRY_MS);
+		if (a.partial_since_ms)
+			timeout = min_timeout(timeout, (int)(a.partial_since_ms + STALL_TIMEOUT_MS -
+							     now_ms() + 1));
+		if (poll(p, (nfds_t)(n + nrun), timeout) < 0 && errno != EINTR) {
+			perror("hearth-agent: poll");
+			break;
+		}
+		if (nrun)
+			run_handle(&a.run, p + n, nrun);
+		if (p[i_sig].revents)
+			on_signal(&a);
+		if (a.running && a.run.done)
+			finish_run(&a);
+		if (i_conn >= 0 && a.conn >= 0 && p[i_conn].revents) {
+			if (p[i_conn].revents & POLLIN)
+				on_readable(&a);
+			else
+				drop_conn(&a, "hangup");
+		}
+		if (a.partial_since_ms && now_ms() - a.partial_since_ms >= STALL_TIMEOUT_MS)
+			drop_conn(&a, "frame stalled mid-way");
+		if (i_listen >= 0 && (p[i_listen].revents & POLLIN)) {
+			int fd = transport_accept(&a.t);
+
+			if (fd >= 0)
+				set_conn(&a, fd);
+		}
+	}
+	if (a.running) {
+		run_abort(&a.run);
+		run_free(&a.run);
+	}
+	queue_clear(&a);
+	if (a.conn >= 0)
+		close(a.conn);
+	transport_close(&a.t);
+	config_free(&a.cfg);
+	frame_reader_reset(&a.fr);
+	free(a.run_reqid);
+	free(a.run_payload);
+	return a.exit_status;
+}
