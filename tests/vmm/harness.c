@@ -1,0 +1,167 @@
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+long long now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+const char *vmm_bin(void)
+{
+	const char *e = getenv("HEARTH_VMM");
+	return e ? e : HEARTH_VMM_BIN;
+}
+
+const char *guest_path(const char *name)
+{
+	static char buf[4][512];
+	static int i;
+	char *b = buf[i++ & 3];
+	snprintf(b, 512, "%s/%s", HEARTH_GUEST_DIR, name);
+	return b;
+}
+
+void vmm_run_init(struct vmm_run *r, const char *tag)
+{
+	memset(r, 0, sizeof(*r));
+	r->pid = -1;
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	snprintf(r->dir, sizeof(r->dir), "%s/hvt-%s-XXXXXX", tmp, tag);
+	if (!mkdtemp(r->dir)) {
+		perror("mkdtemp");
+		abort();
+	}
+	snprintf(r->console, sizeof(r->console), "%s/console", r->dir);
+	snprintf(r->errlog, sizeof(r->errlog), "%s/stderr", r->dir);
+}
+
+int vmm_spawn(struct vmm_run *r, const char *const *argv)
+{
+	const char *av[64];
+	int n = 0;
+	av[n++] = vmm_bin();
+	av[n++] = "--console";
+	av[n++] = r->console;
+	for (int i = 0; argv && argv[i] && n < 62; i++)
+		av[n++] = argv[i];
+	av[n] = NULL;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open(r->errlog, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(av[0], (char *const *)av);
+		_exit(127);
+	}
+	r->pid = pid;
+	return 0;
+}
+
+int vmm_wait(struct vmm_run *r, int timeout_ms)
+{
+	long long deadline = now_us() + (long long)timeout_ms * 1000;
+	for (;;) {
+		int st;
+		pid_t p = waitpid(r->pid, &st, WNOHANG);
+		if (p == r->pid) {
+			r->pid = -1;
+			r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			return r->status;
+		}
+		if (now_us() > deadline) {
+			kill(r->pid, SIGKILL);
+			waitpid(r->pid, &st, 0);
+			r->pid = -1;
+			fprintf(stderr, "hearth-vmm timed out after %d ms (killed)\n", timeout_ms);
+			r->status = -1;
+			return -1;
+		}
+		usleep(1000);
+	}
+}
+
+int vmm_run_sync(struct vmm_run *r, const char *const *argv, int timeout_ms)
+{
+	if (vmm_spawn(r, argv) < 0)
+		return -2;
+	return vmm_wait(r, timeout_ms);
+}
+
+char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	size_t cap = 4096, n = 0;
+	char *b = malloc(cap + 1);
+	if (f) {
+		size_t k;
+		while ((k = fread(b + n, 1, cap - n, f)) > 0) {
+			n += k;
+			if (n == cap) {
+				cap *= 2;
+				b = realloc(b, cap + 1);
+			}
+		}
+		fclose(f);
+	}
+	b[n] = 0;
+	if (len)
+		*len = n;
+	return b;
+}
+
+bool wait_for_text(const char *path, const char *needle, int timeout_ms)
+{
+	long long deadline = now_us() + (long long)timeout_ms * 1000;
+	do {
+		char *s = slurp(path, NULL);
+		bool found = strstr(s, needle) != NULL;
+		free(s);
+		if (found)
+			return true;
+		usleep(2000);
+	} while (now_us() < deadline);
+	return false;
+}
+
+void vmm_run_cleanup(struct vmm_run *r)
+{
+	if (r->pid > 0) {
+		kill(r->pid, SIGKILL);
+		waitpid(r->pid, NULL, 0);
+		r->pid = -1;
+	}
+	if (getenv("HEARTH_KEEP_TMP")) {
+		fprintf(stderr, "kept %s\n", r->dir);
+		return;
+	}
+	DIR *d = opendir(r->dir);
+	if (d) {
+		struct dirent *e;
+		char p[600];
+		while ((e = readdir(d))) {
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", r->dir, e->d_name);
+			unlink(p);
+		}
+		closedir(d);
+	}
+	rmdir(r->dir);
+}
