@@ -1,0 +1,347 @@
+/*
+ * engine.c - dispatch from the engine interface (engine.h) to a backend, and
+ * the parts every backend shares: argument checks, VM naming, run dirs.
+ */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uuid/uuid.h>
+
+#include "engine_backend.h"
+
+int hearth_engine_fail(char *err, size_t errlen, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -(errnum > 0 ? errnum : EIO);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int hearth_engine_rmtree(const char *dir)
+{
+	struct stat st;
+
+	if (lstat(dir, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
+		return -(errno ? errno : EIO);
+	return 0;
+}
+
+static int mkdir_p(const char *dir)
+{
+	char buf[4096];
+	size_t len = strlen(dir);
+
+	if (len == 0 || len >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, dir, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		buf[i] = i == len ? '\0' : '/';
+	}
+	return 0;
+}
+
+const char *hearth_vm_state_name(enum hearth_vm_state s)
+{
+	switch (s) {
+	case HEARTH_VM_RUNNING: return "running";
+	case HEARTH_VM_PAUSED: return "paused";
+	case HEARTH_VM_SAVED: return "saved";
+	case HEARTH_VM_STOPPED: return "stopped";
+	default: return "unknown";
+	}
+}
+
+static char *dup_or(const char *s, const char *def)
+{
+	return strdup(s ? s : def);
+}
+
+int hearth_engine_open(const struct hearth_engine_config *cfg, struct hearth_engine **out,
+		       char *err, size_t errlen)
+{
+	struct hearth_engine *e;
+	int rc;
+
+	*out = NULL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return hearth_engine_fail(err, errlen, ENOMEM, "out of memory");
+	e->cfg = *cfg;
+	switch (cfg->kind) {
+	case HEARTH_ENGINE_LIBVIRT: e->ops = &hearth_engine_libvirt_ops; break;
+	case HEARTH_ENGINE_PROCESS: e->ops = &hearth_engine_process_ops; break;
+	default:
+		free(e);
+		return hearth_engine_fail(err, errlen, ENOTSUP,
+					  "engine kind %d is not available in this build",
+					  (int)cfg->kind);
+	}
+	e->run_dir = dup_or(cfg->run_dir, "/run/hearth");
+	e->libvirt_uri = dup_or(cfg->libvirt_uri, "qemu:///system");
+	e->name_prefix = dup_or(cfg->name_prefix, "hearth-");
+	if (!e->run_dir || !e->libvirt_uri || !e->name_prefix) {
+		rc = hearth_engine_fail(err, errlen, ENOMEM, "out of memory");
+		goto fail;
+	}
+	e->cfg.run_dir = e->run_dir;
+	e->cfg.libvirt_uri = e->libvirt_uri;
+	e->cfg.name_prefix = e->name_prefix;
+	/* Leave room for "/<prefix><uuid>/root/agent.sock" under the 108-byte sun_path. */
+	if (strlen(e->run_dir) + strlen(e->name_prefix) + 36 + 20 > 107) {
+		rc = hearth_engine_fail(err, errlen, ENAMETOOLONG,
+					"run_dir '%s' is too long for Unix socket paths", e->run_dir);
+		goto fail;
+	}
+	rc = mkdir_p(e->run_dir);
+	if (rc < 0) {
+		hearth_engine_fail(err, errlen, -rc, "mkdir %s: %s", e->run_dir, strerror(-rc));
+		goto fail;
+	}
+	rc = e->ops->open(e, err, errlen);
+	if (rc < 0)
+		goto fail;
+	*out = e;
+	return 0;
+fail:
+	free(e->run_dir);
+	free(e->libvirt_uri);
+	free(e->name_prefix);
+	free(e);
+	return rc;
+}
+
+void hearth_engine_close(struct hearth_engine *e)
+{
+	if (!e)
+		return;
+	e->ops->close(e);
+	free(e->run_dir);
+	free(e->libvirt_uri);
+	free(e->name_prefix);
+	free(e);
+}
+
+unsigned hearth_engine_caps(const struct hearth_engine *e)
+{
+	return e->caps;
+}
+
+const char *hearth_engine_name(const struct hearth_engine *e)
+{
+	return e->ops->name;
+}
+
+const char *hearth_engine_accel(const struct hearth_engine *e)
+{
+	return e->accel ? e->accel : "none";
+}
+
+bool hearth_kvm_runs_stock_guests(void)
+{
+	char line[4096];
+	bool hw = false;
+	FILE *f;
+
+	if (access("/dev/kvm", R_OK | W_OK) < 0)
+		return false;
+	/* PVM (kvm_pvm) runs unmodified guests only through the emulator. */
+	if (access("/sys/module/kvm_pvm", F_OK) == 0)
+		return false;
+	f = fopen("/proc/cpuinfo", "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "flags", 5) != 0)
+			continue;
+		hw = strstr(line, " vmx") || strstr(line, " svm");
+		break;
+	}
+	fclose(f);
+	return hw;
+}
+
+int hearth_vm_create(struct hearth_engine *e, const struct hearth_vm_spec *spec,
+		     struct hearth_vm **out, char *err, size_t errlen)
+{
+	struct hearth_vm *vm;
+	uuid_t u;
+	int rc;
+
+	*out = NULL;
+	if (!spec || !spec->initrd)
+		return hearth_engine_fail(err, errlen, EINVAL, "vm spec needs an initrd (image)");
+	if ((e->caps & HEARTH_ENGINE_CAP_BOOTS_KERNEL) && !spec->kernel)
+		return hearth_engine_fail(err, errlen, EINVAL, "vm spec needs a kernel");
+	if (spec->memory_mb && (spec->memory_mb < 32 || spec->memory_mb > 65536))
+		return hearth_engine_fail(err, errlen, EINVAL, "memory_mb %u is out of range 32..65536",
+					  spec->memory_mb);
+	if (spec->vcpus > 64)
+		return hearth_engine_fail(err, errlen, EINVAL, "vcpus %u is out of range 1..64",
+					  spec->vcpus);
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return hearth_engine_fail(err, errlen, ENOMEM, "out of memory");
+	vm->engine = e;
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, vm->uuid);
+	snprintf(vm->name, sizeof(vm->name), "%s%s", e->name_prefix, vm->uuid);
+	if (asprintf(&vm->dir, "%s/%s", e->run_dir, vm->name) < 0) {
+		free(vm);
+		return hearth_engine_fail(err, errlen, ENOMEM, "out of memory");
+	}
+	if (mkdir(vm->dir, 0700) < 0) {
+		rc = hearth_engine_fail(err, errlen, errno, "mkdir %s: %s", vm->dir, strerror(errno));
+		free(vm->dir);
+		free(vm);
+		return rc;
+	}
+	rc = e->ops->create(vm, spec, err, errlen);
+	if (rc < 0) {
+		hearth_engine_rmtree(vm->dir);
+		free(vm->dir);
+		free(vm->console_log);
+		free(vm);
+		return rc;
+	}
+	vm->state = HEARTH_VM_RUNNING;
+	*out = vm;
+	return 0;
+}
+
+int hearth_vm_connect(struct hearth_vm *vm, int timeout_ms, struct agent_conn **out, char *err,
+		      size_t errlen)
+{
+	*out = NULL;
+	if (vm->state != HEARTH_VM_RUNNING)
+		return hearth_engine_fail(err, errlen, EINVAL, "%s is %s, not running", vm->name,
+					  hearth_vm_state_name(vm->state));
+	return vm->engine->ops->connect(vm, timeout_ms, out, err, errlen);
+}
+
+static int need(struct hearth_vm *vm, unsigned cap, const char *what, char *err, size_t errlen)
+{
+	if (vm->engine->caps & cap)
+		return 0;
+	return hearth_engine_fail(err, errlen, ENOTSUP, "the %s engine cannot %s",
+				  vm->engine->ops->name, what);
+}
+
+static int need_state(struct hearth_vm *vm, enum hearth_vm_state s, const char *what, char *err,
+		      size_t errlen)
+{
+	if (vm->state == s)
+		return 0;
+	return hearth_engine_fail(err, errlen, EINVAL, "cannot %s %s: it is %s", what, vm->name,
+				  hearth_vm_state_name(vm->state));
+}
+
+int hearth_vm_pause(struct hearth_vm *vm, char *err, size_t errlen)
+{
+	int rc = need(vm, HEARTH_ENGINE_CAP_PAUSE, "pause", err, errlen);
+
+	if (!rc)
+		rc = need_state(vm, HEARTH_VM_RUNNING, "pause", err, errlen);
+	if (!rc)
+		rc = vm->engine->ops->pause(vm, err, errlen);
+	if (!rc)
+		vm->state = HEARTH_VM_PAUSED;
+	return rc;
+}
+
+int hearth_vm_resume(struct hearth_vm *vm, char *err, size_t errlen)
+{
+	int rc = need(vm, HEARTH_ENGINE_CAP_PAUSE, "resume", err, errlen);
+
+	if (!rc)
+		rc = need_state(vm, HEARTH_VM_PAUSED, "resume", err, errlen);
+	if (!rc)
+		rc = vm->engine->ops->resume(vm, err, errlen);
+	if (!rc)
+		vm->state = HEARTH_VM_RUNNING;
+	return rc;
+}
+
+int hearth_vm_save(struct hearth_vm *vm, char *err, size_t errlen)
+{
+	int rc = need(vm, HEARTH_ENGINE_CAP_SAVE_RESTORE, "save", err, errlen);
+
+	if (!rc && vm->state != HEARTH_VM_RUNNING && vm->state != HEARTH_VM_PAUSED)
+		rc = need_state(vm, HEARTH_VM_RUNNING, "save", err, errlen);
+	if (!rc)
+		rc = vm->engine->ops->save(vm, err, errlen);
+	if (!rc)
+		vm->state = HEARTH_VM_SAVED;
+	return rc;
+}
+
+int hearth_vm_restore(struct hearth_vm *vm, char *err, size_t errlen)
+{
+	int rc = need(vm, HEARTH_ENGINE_CAP_SAVE_RESTORE, "restore", err, errlen);
+
+	if (!rc)
+		rc = need_state(vm, HEARTH_VM_SAVED, "restore", err, errlen);
+	if (!rc)
+		rc = vm->engine->ops->restore(vm, err, errlen);
+	if (!rc)
+		vm->state = HEARTH_VM_RUNNING;
+	return rc;
+}
+
+int hearth_vm_stats(struct hearth_vm *vm, struct hearth_vm_stats *st, char *err, size_t errlen)
+{
+	memset(st, 0, sizeof(*st));
+	st->state = vm->state;
+	return vm->engine->ops->stats(vm, st, err, errlen);
+}
+
+const char *hearth_vm_name(const struct hearth_vm *vm)
+{
+	return vm->name;
+}
+
+const char *hearth_vm_console_log(const struct hearth_vm *vm)
+{
+	return vm->console_log;
+}
+
+int hearth_vm_destroy(struct hearth_vm *vm, char *err, size_t errlen)
+{
+	int rc, rc2;
+
+	if (!vm)
+		return 0;
+	rc = vm->engine->ops->destroy(vm, err, errlen);
+	rc2 = hearth_engine_rmtree(vm->dir);
+	if (rc2 < 0 && rc == 0)
+		rc = hearth_engine_fail(err, errlen, -rc2, "removing %s: %s", vm->dir, strerror(-rc2));
+	free(vm->dir);
+	free(vm->console_log);
+	free(vm);
+	return rc;
+}

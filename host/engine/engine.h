@@ -1,0 +1,177 @@
+/*
+ * engine.h - the one interface hearthd uses to run function VMs.
+ *
+ * An engine is a backend that can start a guest that runs hearth-agent and
+ * hand back a connection to that agent (host/client/agent_client.h). Three
+ * backends exist or are planned, split by file name:
+ *   engine_libvirt.c   transient q35 domains through libvirtd + QEMU (KVM or TCG)
+ *   engine_process.c   hearth-agent as a plain host process (development only:
+ *                      NO isolation, refused unless explicitly allowed)
+ *   engine_builtin.c   hearth-vmm microVMs (not written yet; slots in through
+ *                      struct hearth_engine_ops in engine_backend.h)
+ *
+ * What differs between engines is announced by capability flags, never by
+ * the engine's name: hearthd asks hearth_engine_caps() and treats every
+ * engine alike. An operation an engine lacks fails with -ENOTSUP and a
+ * message; it never half-works.
+ *
+ * Life of a VM:
+ *   hearth_engine_open()           once per process; reaps leftovers of a crashed run
+ *   hearth_vm_create()             boots the guest (kernel + initramfs image)
+ *   hearth_vm_connect()            waits for the agent and returns a connection;
+ *                                  the caller then does agent_hello(), agent_configure()...
+ *   hearth_vm_pause()/_resume()    stop and continue the vCPUs (memory stays)
+ *   hearth_vm_save()/_restore()    suspend to disk and back (scale to zero); the
+ *                                  agent connection does not survive: connect again,
+ *                                  and send agent_reseed() first
+ *   hearth_vm_stats()              memory and state
+ *   hearth_vm_destroy()            kills the guest and removes every domain,
+ *                                  socket, console log and save file it made
+ *   hearth_engine_close()
+ *
+ * Errors: every call returns 0 or a negative errno value and, when err is
+ * not NULL, a human-readable message naming the failing step. An engine is
+ * used from one thread at a time; VMs of one engine must not be used
+ * concurrently from several threads either.
+ */
+#ifndef HEARTH_ENGINE_H
+#define HEARTH_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct agent_conn;
+struct hearth_engine;
+struct hearth_vm;
+
+/* Capability flags (hearth_engine_caps()). */
+enum {
+	/* Guest code runs inside a hardware or emulated VM, not on the host. */
+	HEARTH_ENGINE_CAP_ISOLATED = 1u << 0,
+	/* Boots the guest kernel + initramfs of struct hearth_vm_spec. Without it
+	 * (process engine) the image is unpacked and the agent runs on the host. */
+	HEARTH_ENGINE_CAP_BOOTS_KERNEL = 1u << 1,
+	/* hearth_vm_pause()/hearth_vm_resume(). */
+	HEARTH_ENGINE_CAP_PAUSE = 1u << 2,
+	/* hearth_vm_save()/hearth_vm_restore() of the same VM (scale to zero). */
+	HEARTH_ENGINE_CAP_SAVE_RESTORE = 1u << 3,
+	/* One snapshot can be restored into many VMs (builtin engine); libvirt
+	 * refuses to restore a save image under another name, so it lacks this. */
+	HEARTH_ENGINE_CAP_CLONE = 1u << 4,
+	/* Development only: hearthd must refuse the engine unless the operator
+	 * sets hearth_engine_config.allow_unisolated. */
+	HEARTH_ENGINE_CAP_DEV_ONLY = 1u << 5,
+	/* The agent channel is vsock (else virtio-serial or a Unix socket). */
+	HEARTH_ENGINE_CAP_VSOCK = 1u << 6,
+};
+
+enum hearth_engine_kind {
+	HEARTH_ENGINE_LIBVIRT,
+	HEARTH_ENGINE_PROCESS,
+	HEARTH_ENGINE_BUILTIN, /* reserved: hearth-vmm */
+};
+
+/* Which accelerator the libvirt engine asks for. */
+enum hearth_accel {
+	HEARTH_ACCEL_AUTO, /* KVM if it can run stock guests, else TCG */
+	HEARTH_ACCEL_KVM,
+	HEARTH_ACCEL_TCG,
+};
+
+struct hearth_engine_config {
+	enum hearth_engine_kind kind;
+	/* Directory for per-VM sockets, console logs and save files. It must be
+	 * short: Unix socket paths are limited to 107 bytes. NULL = /run/hearth. */
+	const char *run_dir;
+	/* libvirt: connection URI; NULL = qemu:///system. */
+	const char *libvirt_uri;
+	enum hearth_accel accel;
+	/* Domain names are "<name_prefix><uuid>"; NULL = "hearth-". hearth_engine_open()
+	 * destroys every domain with this prefix left over from a crashed run, so
+	 * tests that share a libvirtd use their own prefix. */
+	const char *name_prefix;
+	/* process engine: explicit operator consent to run without isolation. */
+	bool allow_unisolated;
+	/* process engine: suppress the no-isolation warning on stderr (tests). */
+	bool quiet;
+};
+
+struct hearth_vm_spec {
+	const char *kernel;       /* bzImage (libvirt) or vmlinux (builtin); unused by process */
+	const char *initrd;       /* the function image (host/image/image.h) */
+	uint32_t memory_mb;       /* guest RAM; 0 = 128 */
+	uint32_t vcpus;           /* 0 = 1 */
+	const char *cmdline_extra; /* appended to the kernel command line, or NULL */
+};
+
+enum hearth_vm_state {
+	HEARTH_VM_RUNNING,
+	HEARTH_VM_PAUSED,
+	HEARTH_VM_SAVED,     /* suspended to disk; hearth_vm_restore() brings it back */
+	HEARTH_VM_STOPPED,   /* the guest exited or crashed */
+	HEARTH_VM_UNKNOWN,
+};
+
+struct hearth_vm_stats {
+	enum hearth_vm_state state;
+	uint64_t memory_kb;      /* memory given to the guest */
+	uint64_t rss_kb;         /* host memory the VM uses now (0 if unknown) */
+	uint64_t cpu_time_ns;    /* guest CPU time so far (0 if unknown) */
+};
+
+const char *hearth_vm_state_name(enum hearth_vm_state s);
+
+/*
+ * Opens an engine. For libvirt this connects to libvirtd, picks the
+ * accelerator and destroys leftover domains named <name_prefix>*. For the
+ * process engine it refuses (-EPERM) unless cfg->allow_unisolated is set,
+ * and prints a no-isolation warning.
+ */
+int hearth_engine_open(const struct hearth_engine_config *cfg, struct hearth_engine **out,
+		       char *err, size_t errlen);
+void hearth_engine_close(struct hearth_engine *e);
+
+unsigned hearth_engine_caps(const struct hearth_engine *e);
+const char *hearth_engine_name(const struct hearth_engine *e);
+/* "kvm", "tcg" or "none" (process engine). */
+const char *hearth_engine_accel(const struct hearth_engine *e);
+
+/*
+ * True when /dev/kvm can run a stock Linux guest: it must exist and the CPU
+ * must have vmx or svm, and KVM must not be the PVM flavour (DESIGN.md:
+ * PVM runs unmodified guests only through the instruction emulator).
+ */
+bool hearth_kvm_runs_stock_guests(void);
+
+/* Boots a VM from spec; on success *out is running (the agent may still be starting). */
+int hearth_vm_create(struct hearth_engine *e, const struct hearth_vm_spec *spec,
+		     struct hearth_vm **out, char *err, size_t errlen);
+
+/*
+ * Waits up to timeout_ms for the agent's channel and connects to it. The
+ * returned connection is the caller's (agent_close() it); it has not said
+ * Hello yet. A VM has at most one useful connection at a time.
+ */
+int hearth_vm_connect(struct hearth_vm *vm, int timeout_ms, struct agent_conn **out, char *err,
+		      size_t errlen);
+
+int hearth_vm_pause(struct hearth_vm *vm, char *err, size_t errlen);
+int hearth_vm_resume(struct hearth_vm *vm, char *err, size_t errlen);
+/* Suspends the VM to a file in run_dir; it then uses no CPU or guest memory. */
+int hearth_vm_save(struct hearth_vm *vm, char *err, size_t errlen);
+/* Brings a saved VM back, running; the save file is removed. */
+int hearth_vm_restore(struct hearth_vm *vm, char *err, size_t errlen);
+int hearth_vm_stats(struct hearth_vm *vm, struct hearth_vm_stats *st, char *err, size_t errlen);
+
+/* Engine-given name ("hearth-<uuid>") and console log path (may be NULL). */
+const char *hearth_vm_name(const struct hearth_vm *vm);
+const char *hearth_vm_console_log(const struct hearth_vm *vm);
+
+/*
+ * Stops the VM if needed and removes everything it created. Frees vm even
+ * when a step fails (the failure is reported, and the rest still runs).
+ */
+int hearth_vm_destroy(struct hearth_vm *vm, char *err, size_t errlen);
+
+#endif
