@@ -1,0 +1,601 @@
+/*
+ * e2e_vm.c - end-to-end tests: real guest kernel, real hearth-agent as /init,
+ * real function images, real VMs under libvirt/QEMU (TCG here, KVM where it
+ * can run stock guests), driven through the engine interface and the host
+ * agent client exactly as hearthd will drive them.
+ *
+ * Usage: e2e_vm <case>; each case boots its own VM(s) and destroys them.
+ * ctest registers every case (tests/e2e/CMakeLists.txt) behind two fixtures:
+ * libvirtd running, and the guest kernel built (kernel-config/build).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "agent_client.h"
+#include "engine.h"
+#include "image.h"
+
+#define PREFIX "hearth-e2e-"
+#define BOOT_TIMEOUT_MS 60000
+#define CALL_TIMEOUT_MS 30000
+
+static char kernel_path[4096];
+static struct hearth_vm *cur_vm; /* for the console dump on failure */
+
+static void dump_console(void)
+{
+	const char *log = cur_vm ? hearth_vm_console_log(cur_vm) : NULL;
+	char line[512];
+	FILE *f;
+	int n = 0;
+
+	if (!log || !(f = fopen(log, "r")))
+		return;
+	fprintf(stderr, "---- console of %s (first 60 lines) ----\n", hearth_vm_name(cur_vm));
+	while (n++ < 60 && fgets(line, sizeof(line), f))
+		fputs(line, stderr);
+	fclose(f);
+	fprintf(stderr, "----\n");
+}
+
+#define CHECK(cond, ...)                                                                   \
+	do {                                                                               \
+		if (!(cond)) {                                                             \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
+			fprintf(stderr, __VA_ARGS__);                                      \
+			fprintf(stderr, "\n");                                             \
+			dump_console();                                                    \
+			exit(1);                                                           \
+		}                                                                          \
+	} while (0)
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void find_kernel(void)
+{
+	char cmd[4096], dir[4096] = "";
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "%s/kernel-config/build --print", HEARTH_SOURCE_DIR);
+	p = popen(cmd, "r");
+	CHECK(p, "popen %s", cmd);
+	while (fgets(dir, sizeof(dir), p))
+		;
+	CHECK(pclose(p) == 0, "the guest kernel is not built: run kernel-config/build");
+	dir[strcspn(dir, "\n")] = '\0';
+	snprintf(kernel_path, sizeof(kernel_path), "%s/bzImage", dir);
+	CHECK(access(kernel_path, R_OK) == 0, "%s: %s", kernel_path, strerror(errno));
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+
+	CHECK(f, "fopen %s: %s", path, strerror(errno));
+	fputs(text, f);
+	CHECK(fclose(f) == 0, "write %s", path);
+	CHECK(chmod(path, mode) == 0, "chmod %s", path);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	char cmd[3 * 8192 + 64];
+
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && chmod 755 '%s'", from, to, to);
+	CHECK(system(cmd) == 0, "%s", cmd);
+}
+
+/* Makes a package directory, builds its image, returns the image (caller frees). */
+static void build_image(const char *name, const char *binary, const char *script,
+			const char *manifest, struct hearth_image *img)
+{
+	char dir[1024], path[8192], err[512];
+	struct hearth_image_opts o = {0};
+
+	snprintf(dir, sizeof(dir), "%s/pkg-%s", E2E_WORK_DIR, name);
+	snprintf(path, sizeof(path), "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+	CHECK(system(path) == 0, "%s", path);
+	if (binary) {
+		snprintf(path, sizeof(path), "%s/%s", dir, strrchr(binary, '/') + 1);
+		copy_file(binary, path);
+	}
+	if (script) {
+		snprintf(path, sizeof(path), "%s/handler.sh", dir);
+		write_file(path, script, 0755);
+	}
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
+	write_file(path, manifest, 0644);
+	o.package = dir;
+	o.agent = HEARTH_AGENT_BIN;
+	o.out_dir = E2E_WORK_DIR "/images";
+	CHECK(hearth_image_build(&o, img, err, sizeof(err)) == 0, "image %s: %s", name, err);
+}
+
+static struct hearth_engine *open_libvirt(void)
+{
+	struct hearth_engine_config cfg = {
+		.kind = HEARTH_ENGINE_LIBVIRT,
+		.run_dir = E2E_RUN_DIR,
+		.name_prefix = PREFIX,
+	};
+	struct hearth_engine *e;
+	char err[512];
+	int rc = hearth_engine_open(&cfg, &e, err, sizeof(err));
+
+	CHECK(rc == 0, "engine open: %s", err);
+	CHECK(hearth_engine_caps(e) & HEARTH_ENGINE_CAP_ISOLATED, "libvirt must isolate");
+	printf("engine %s, accelerator %s\n", hearth_engine_name(e), hearth_engine_accel(e));
+	return e;
+}
+
+static void configure(struct agent_conn *c, const struct hearth_manifest *m)
+{
+	struct agent_config cfg = {
+		.handler = m->handler,
+		.args = (const char *const *)m->args,
+		.nargs = m->nargs,
+		.env = (const char *const *)m->env,
+		.nenv = m->nenv,
+		.timeout_ms = m->timeout_ms,
+	};
+	int rc = agent_configure(c, &cfg, CALL_TIMEOUT_MS, NULL);
+
+	CHECK(rc == 0, "configure: %s (%s)", agent_strerror(rc), agent_last_error(c));
+}
+
+static struct agent_conn *hello(struct hearth_vm *vm, int timeout_ms)
+{
+	struct agent_conn *c;
+	char err[512], *sw = NULL;
+	int rc = hearth_vm_connect(vm, timeout_ms, &c, err, sizeof(err));
+
+	CHECK(rc == 0, "connect: %s", err);
+	rc = agent_hello(c, timeout_ms, &sw);
+	CHECK(rc == 0, "hello: %s (%s)", agent_strerror(rc), agent_last_error(c));
+	CHECK(sw && strstr(sw, "hearth-agent"), "agent software '%s'", sw ? sw : "(null)");
+	free(sw);
+	return c;
+}
+
+/* Boots img, waits for the agent, configures it from the manifest (-> Ready). */
+static struct hearth_vm *boot(struct hearth_engine *e, const struct hearth_image *img,
+			      struct agent_conn **conn)
+{
+	struct hearth_vm_spec spec = {
+		.kernel = kernel_path,
+		.initrd = img->path,
+		.memory_mb = img->manifest.memory_mb,
+	};
+	struct hearth_vm *vm;
+	char err[512];
+	double t0 = now_s();
+	int rc = hearth_vm_create(e, &spec, &vm, err, sizeof(err));
+
+	CHECK(rc == 0, "create: %s", err);
+	cur_vm = vm;
+	*conn = hello(vm, BOOT_TIMEOUT_MS);
+	configure(*conn, &img->manifest);
+	printf("%s: booted to Ready in %.2f s\n", hearth_vm_name(vm), now_s() - t0);
+	return vm;
+}
+
+static void destroy(struct hearth_vm *vm, struct agent_conn *c)
+{
+	char err[512], dir[4096];
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s/%s", E2E_RUN_DIR, hearth_vm_name(vm));
+	agent_close(c);
+	cur_vm = NULL;
+	CHECK(hearth_vm_destroy(vm, err, sizeof(err)) == 0, "destroy: %s", err);
+	CHECK(stat(dir, &st) < 0 && errno == ENOENT, "%s still exists after destroy", dir);
+}
+
+static void invoke(struct agent_conn *c, const char *id, const void *payload, size_t len,
+		   uint32_t timeout_ms, struct agent_result *r)
+{
+	int rc = agent_invoke(c, id, payload, len, timeout_ms, CALL_TIMEOUT_MS, r);
+
+	CHECK(rc == 0, "invoke %s: %s (%s)", id, agent_strerror(rc), agent_last_error(c));
+	CHECK(r->request_id && !strcmp(r->request_id, id), "request id '%s' != '%s'",
+	      r->request_id ? r->request_id : "", id);
+}
+
+static void expect_ok_body(struct agent_conn *c, const char *id, const char *in,
+			   const char *want)
+{
+	struct agent_result r;
+
+	invoke(c, id, in, strlen(in), 0, &r);
+	CHECK(r.status == AGENT_INVOKE_OK, "%s: status %s (%s), logs '%.*s'", id,
+	      agent_invoke_status_name(r.status), r.error ? r.error : "", (int)r.logs_len,
+	      r.logs ? (char *)r.logs : "");
+	CHECK(r.body_len == strlen(want) && !memcmp(r.body, want, r.body_len),
+	      "%s: body '%.*s', want '%s'", id, (int)r.body_len, r.body ? (char *)r.body : "", want);
+	agent_result_free(&r);
+}
+
+static const char echo_manifest[] =
+	"{\"handler\": \"fn_echo\", \"memory_mb\": 128, \"timeout_ms\": 5000}";
+
+/* 1. A C echo function: boot, Ready, invoke, exact output, large payload, stats. */
+static void case_echo_c(void)
+{
+	struct hearth_engine *e = open_libvirt();
+	struct hearth_image img;
+	struct agent_conn *c;
+	struct hearth_vm *vm;
+	struct hearth_vm_stats st;
+	struct agent_result r;
+	char err[512];
+	size_t big = 200 * 1024;
+	char *payload = malloc(big);
+
+	build_image("echo", FN_ECHO_BIN, NULL, echo_manifest, &img);
+	vm = boot(e, &img, &c);
+	expect_ok_body(c, "echo-1", "hello from the host", "hello from the host");
+	expect_ok_body(c, "echo-2", "", "");
+
+	/* Larger than any virtio-serial buffer: exercises framing across many reads. */
+	CHECK(payload, "malloc");
+	for (size_t i = 0; i < big; i++)
+		payload[i] = (char)('a' + i % 26);
+	invoke(c, "echo-big", payload, big, 0, &r);
+	CHECK(r.status == AGENT_INVOKE_OK && r.body_len == big && !memcmp(r.body, payload, big),
+	      "big echo: status %s, %zu bytes back", agent_invoke_status_name(r.status),
+	      r.body_len);
+	agent_result_free(&r);
+	free(payload);
+
+	CHECK(hearth_vm_stats(vm, &st, err, sizeof(err)) == 0, "stats: %s", err);
+	CHECK(st.state == HEARTH_VM_RUNNING, "state %s", hearth_vm_state_name(st.state));
+	CHECK(st.memory_kb == 128 * 1024, "memory_kb %llu", (unsigned long long)st.memory_kb);
+	printf("stats: %s, memory %llu KiB, host RSS %llu KiB\n", hearth_vm_state_name(st.state),
+	       (unsigned long long)st.memory_kb, (unsigned long long)st.rss_kb);
+	destroy(vm, c);
+	hearth_image_free(&img);
+	hearth_engine_close(e);
+}
+
+/* 2. A shell function: busybox /bin/sh in the image, env from the manifest, stderr as logs. */
+static void case_shell(void)
+{
+	static const char script[] = "#!/bin/sh\n"
+				     "read -r x\n"
+				     "echo \"$GREETING, $x\"\n"
+				     "echo \"note on stderr\" >&2\n";
+	struct hearth_engine *e = open_libvirt();
+	struct hearth_image img;
+	struct agent_conn *c;
+	struct hearth_vm *vm;
+	struct agent_result r;
+
+	build_image("shell", NULL, script,
+		    "{\"handler\": \"handler.sh\", \"shell\": true, \"env\": {\"GREETING\": \"hi\"}}",
+		    &img);
+	CHECK(img.manifest.shell, "manifest shell flag");
+	vm = boot(e, &img, &c);
+	invoke(c, "sh-1", "world\n", 6, 0, &r);
+	CHECK(r.status == AGENT_INVOKE_OK, "status %s (%s)", agent_invoke_status_name(r.status),
+	      r.error ? r.error : "");
+	CHECK(r.body_len == 10 && !memcmp(r.body, "hi, world\n", 10), "body '%.*s'",
+	      (int)r.body_len, (char *)r.body);
+	CHECK(r.logs && memmem(r.logs, r.logs_len, "note on stderr", 14), "logs '%.*s'",
+	      (int)r.logs_len, r.logs ? (char *)r.logs : "");
+	agent_result_free(&r);
+	expect_ok_body(c, "sh-2", "again", "hi, again\n");
+	destroy(vm, c);
+	hearth_image_free(&img);
+	hearth_engine_close(e);
+}
+
+/* 3. A crashing, a failing and a hanging function: clear errors, VM stays usable. */
+static void case_crash_timeout(void)
+{
+	struct hearth_engine *e = open_libvirt();
+	struct hearth_image img;
+	struct agent_conn *c;
+	struct hearth_vm *vm;
+	struct agent_result r;
+	struct agent_pong pong;
+	double t0;
+
+	build_image("misbehave", FN_MISBEHAVE_BIN, NULL,
+		    "{\"handler\": \"fn_misbehave\", \"timeout_ms\": 10000}", &img);
+	vm = boot(e, &img, &c);
+
+	invoke(c, "crash", "crash", 5, 0, &r);
+	CHECK(r.status == AGENT_INVOKE_CRASHED, "crash: status %s",
+	      agent_invoke_status_name(r.status));
+	CHECK(r.signal == 11, "crash: signal %d, want SIGSEGV", r.signal);
+	CHECK(r.error && *r.error, "crash: no error message");
+	printf("crash -> %s: %s\n", agent_invoke_status_name(r.status), r.error);
+	agent_result_free(&r);
+
+	invoke(c, "fail", "exit3", 5, 0, &r);
+	CHECK(r.status == AGENT_INVOKE_FUNCTION_ERROR && r.exit_code == 3,
+	      "exit3: status %s, exit %d", agent_invoke_status_name(r.status), r.exit_code);
+	agent_result_free(&r);
+
+	t0 = now_s();
+	invoke(c, "hang", "hang", 4, 1500, &r);
+	CHECK(r.status == AGENT_INVOKE_TIMEOUT, "hang: status %s",
+	      agent_invoke_status_name(r.status));
+	CHECK(r.error && *r.error, "hang: no error message");
+	CHECK(now_s() - t0 < 15, "timeout took %.1f s", now_s() - t0);
+	printf("hang -> %s after %.2f s: %s\n", agent_invoke_status_name(r.status), now_s() - t0,
+	       r.error);
+	agent_result_free(&r);
+
+	/* The VM and the agent are still fine. */
+	CHECK(agent_ping(c, CALL_TIMEOUT_MS, &pong) == 0, "ping after failures");
+	CHECK(!pong.busy && pong.queued == 0, "agent still busy (%d) or queued (%u)", pong.busy,
+	      pong.queued);
+	expect_ok_body(c, "after", "still alive", "still alive");
+	destroy(vm, c);
+	hearth_image_free(&img);
+	hearth_engine_close(e);
+}
+
+/* 4. Pause/resume and suspend-to-disk/restore, then invoke. */
+static void case_save_restore(void)
+{
+	struct hearth_engine *e = open_libvirt();
+	struct hearth_image img;
+	struct agent_conn *c;
+	struct hearth_vm *vm;
+	struct hearth_vm_stats st;
+	struct agent_pong pong;
+	unsigned char seed[32];
+	char err[512], save[4096];
+	double t0;
+	int rc;
+
+	build_image("echo", FN_ECHO_BIN, NULL, echo_manifest, &img);
+	vm = boot(e, &img, &c);
+	expect_ok_body(c, "before", "before save", "before save");
+
+	/* Paused vCPUs cannot answer; resumed ones can. */
+	CHECK(hearth_vm_pause(vm, err, sizeof(err)) == 0, "pause: %s", err);
+	CHECK(hearth_vm_stats(vm, &st, err, sizeof(err)) == 0 && st.state == HEARTH_VM_PAUSED,
+	      "state after pause: %s", hearth_vm_state_name(st.state));
+	rc = agent_ping(c, 1500, &pong);
+	CHECK(rc != 0, "a paused VM answered a ping");
+	CHECK(hearth_vm_resume(vm, err, sizeof(err)) == 0, "resume: %s", err);
+	/* The timed-out ping's Pong may still arrive; a fresh connection starts clean. */
+	agent_close(c);
+	c = hello(vm, CALL_TIMEOUT_MS);
+	expect_ok_body(c, "after-resume", "after resume", "after resume");
+
+	t0 = now_s();
+	CHECK(hearth_vm_save(vm, err, sizeof(err)) == 0, "save: %s", err);
+	printf("save took %.2f s\n", now_s() - t0);
+	agent_close(c);
+	CHECK(hearth_vm_stats(vm, &st, err, sizeof(err)) == 0 && st.state == HEARTH_VM_SAVED,
+	      "state after save: %s", hearth_vm_state_name(st.state));
+	snprintf(save, sizeof(save), "%s/%s/save.img", E2E_RUN_DIR, hearth_vm_name(vm));
+	CHECK(access(save, F_OK) == 0, "no save file %s", save);
+	{
+		virConnectPtr lv = virConnectOpen("qemu:///system");
+		virDomainPtr d = lv ? virDomainLookupByName(lv, hearth_vm_name(vm)) : NULL;
+
+		CHECK(lv, "virConnectOpen");
+		CHECK(!d || virDomainIsActive(d) != 1, "domain still running after save");
+		if (d)
+			virDomainFree(d);
+		virConnectClose(lv);
+	}
+	CHECK(hearth_vm_connect(vm, 100, &c, err, sizeof(err)) < 0, "connected to a saved VM");
+
+	t0 = now_s();
+	CHECK(hearth_vm_restore(vm, err, sizeof(err)) == 0, "restore: %s", err);
+	c = hello(vm, CALL_TIMEOUT_MS);
+	printf("restore to agent Hello took %.2f s\n", now_s() - t0);
+	CHECK(access(save, F_OK) < 0, "save file left after restore");
+	for (size_t i = 0; i < sizeof(seed); i++)
+		seed[i] = (unsigned char)(rand() & 0xff);
+	rc = agent_reseed(c, seed, sizeof(seed), CALL_TIMEOUT_MS);
+	CHECK(rc == 0, "reseed: %s (%s)", agent_strerror(rc), agent_last_error(c));
+	/* The agent kept its configuration across the save. */
+	expect_ok_body(c, "after-restore", "after restore", "after restore");
+	destroy(vm, c);
+	hearth_image_free(&img);
+	hearth_engine_close(e);
+}
+
+/* A VM whose guest dies (no usable /init): reported as stopped; destroy still cleans up. */
+static void case_guest_crash(void)
+{
+	struct hearth_engine *e = open_libvirt();
+	struct hearth_vm_spec spec = {.kernel = kernel_path, .memory_mb = 64};
+	struct hearth_vm *vm;
+	struct hearth_vm_stats st;
+	struct agent_conn *c = NULL;
+	char err[512], junk[4096];
+	double t0 = now_s();
+	int rc;
+
+	/* Bad input first: a missing kernel is refused with a message naming it. */
+	spec.initrd = "/nonexistent/image.cpio";
+	rc = hearth_vm_create(e, &spec, &vm, err, sizeof(err));
+	CHECK(rc < 0 && strstr(err, "/nonexistent/image.cpio"), "missing image: rc %d, '%s'", rc,
+	      err);
+	printf("missing image -> %s\n", err);
+
+	/* An initramfs with no /init: the kernel panics and (panic=-1) the domain goes away. */
+	snprintf(junk, sizeof(junk), "%s/junk.cpio", E2E_WORK_DIR);
+	write_file(junk, "this is not a cpio archive\n", 0644);
+	spec.initrd = junk;
+	rc = hearth_vm_create(e, &spec, &vm, err, sizeof(err));
+	CHECK(rc == 0, "create: %s", err);
+	cur_vm = vm;
+	do {
+		CHECK(hearth_vm_stats(vm, &st, err, sizeof(err)) == 0, "stats: %s", err);
+		if (st.state == HEARTH_VM_STOPPED)
+			break;
+		usleep(200000);
+	} while (now_s() - t0 < 60);
+	CHECK(st.state == HEARTH_VM_STOPPED, "a guest without /init is still %s",
+	      hearth_vm_state_name(st.state));
+	printf("guest without /init stopped after %.2f s\n", now_s() - t0);
+	rc = hearth_vm_connect(vm, 500, &c, err, sizeof(err));
+	CHECK(rc < 0, "connected to a stopped VM");
+	printf("connect to stopped VM -> %s\n", err);
+	cur_vm = NULL;
+	CHECK(hearth_vm_destroy(vm, err, sizeof(err)) == 0, "destroy stopped VM: %s", err);
+	unlink(junk);
+	hearth_engine_close(e);
+}
+
+/* A run that dies without destroying its VMs: the next engine open reaps them. */
+static void case_reap(void)
+{
+	struct hearth_image img;
+	char name[256] = "", dir[4096];
+	int pfd[2], st;
+	pid_t pid;
+	struct stat sb;
+
+	build_image("echo", FN_ECHO_BIN, NULL, echo_manifest, &img);
+	CHECK(pipe(pfd) == 0, "pipe");
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		struct hearth_engine *e = open_libvirt();
+		struct hearth_vm_spec spec = {.kernel = kernel_path, .initrd = img.path};
+		struct hearth_vm *vm;
+		char err[512];
+
+		if (hearth_vm_create(e, &spec, &vm, err, sizeof(err)) < 0) {
+			fprintf(stderr, "child create: %s\n", err);
+			_exit(1);
+		}
+		if (write(pfd[1], hearth_vm_name(vm), strlen(hearth_vm_name(vm))) < 0)
+			_exit(1);
+		_exit(0); /* "crash": no destroy, no close */
+	}
+	close(pfd[1]);
+	CHECK(read(pfd[0], name, sizeof(name) - 1) > 0, "child reported no VM");
+	close(pfd[0]);
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "child failed");
+	snprintf(dir, sizeof(dir), "%s/%s", E2E_RUN_DIR, name);
+	{
+		virConnectPtr lv = virConnectOpen("qemu:///system");
+		virDomainPtr d = lv ? virDomainLookupByName(lv, name) : NULL;
+
+		CHECK(d && virDomainIsActive(d) == 1, "the orphan %s is not running", name);
+		virDomainFree(d);
+		CHECK(stat(dir, &sb) == 0, "orphan dir %s missing", dir);
+
+		hearth_engine_close(open_libvirt()); /* reaps */
+
+		d = virDomainLookupByName(lv, name);
+		CHECK(!d, "orphan %s survived the reap", name);
+		virConnectClose(lv);
+	}
+	CHECK(stat(dir, &sb) < 0, "orphan dir %s survived the reap", dir);
+	printf("reaped orphan %s\n", name);
+	hearth_image_free(&img);
+}
+
+/* 5. After the other tests: no hearth-e2e-* domain, socket or file anywhere. */
+static void case_cleanup(void)
+{
+	virConnectPtr lv = virConnectOpen("qemu:///system");
+	virDomainPtr *doms = NULL;
+	struct dirent *de;
+	DIR *d;
+	int n, left = 0;
+
+	CHECK(lv, "virConnectOpen");
+	n = virConnectListAllDomains(lv, &doms, 0);
+	CHECK(n >= 0, "list domains");
+	for (int i = 0; i < n; i++) {
+		const char *name = virDomainGetName(doms[i]);
+
+		if (name && !strncmp(name, PREFIX, strlen(PREFIX))) {
+			fprintf(stderr, "leftover domain %s\n", name);
+			left++;
+		}
+		virDomainFree(doms[i]);
+	}
+	free(doms);
+	virConnectClose(lv);
+	CHECK(left == 0, "%d leftover domain(s)", left);
+
+	d = opendir(E2E_RUN_DIR);
+	if (d) {
+		while ((de = readdir(d)))
+			if (de->d_name[0] != '.') {
+				fprintf(stderr, "leftover %s/%s\n", E2E_RUN_DIR, de->d_name);
+				left++;
+			}
+		closedir(d);
+		CHECK(left == 0, "%d leftover file(s) in %s", left, E2E_RUN_DIR);
+		CHECK(rmdir(E2E_RUN_DIR) == 0, "rmdir %s: %s", E2E_RUN_DIR, strerror(errno));
+	}
+	/* QEMU and libvirt keep nothing of ours either. */
+	d = opendir("/var/lib/libvirt/qemu/save");
+	if (d) {
+		while ((de = readdir(d)))
+			CHECK(strncmp(de->d_name, PREFIX, strlen(PREFIX)) != 0,
+			      "managed save %s left", de->d_name);
+		closedir(d);
+	}
+	printf("no domain, socket or file left behind\n");
+}
+
+static const struct {
+	const char *name;
+	void (*run)(void);
+	bool needs_kernel;
+} cases[] = {
+	{"echo_c", case_echo_c, true},
+	{"shell", case_shell, true},
+	{"crash_timeout", case_crash_timeout, true},
+	{"save_restore", case_save_restore, true},
+	{"guest_crash", case_guest_crash, true},
+	{"reap", case_reap, true},
+	{"cleanup", case_cleanup, false},
+};
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: e2e_vm <case>\n");
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	srand((unsigned)time(NULL));
+	mkdir(E2E_WORK_DIR, 0755);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (strcmp(argv[1], cases[i].name))
+			continue;
+		if (cases[i].needs_kernel)
+			find_kernel();
+		cases[i].run();
+		printf("PASS %s\n", cases[i].name);
+		return 0;
+	}
+	fprintf(stderr, "e2e_vm: no case named %s\n", argv[1]);
+	return 2;
+}
