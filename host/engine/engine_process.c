@@ -13,6 +13,7 @@
  *   <dir>/root/agent.sock   the agent's Unix socket (--unix /agent.sock)
  *   <dir>/console.log       the agent's stdout and stderr
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -50,6 +52,23 @@ struct pr_vm {
 	void *stack;
 };
 
+/* Removes <run_dir>/<prefix>* left by a crashed run (its processes died with it). */
+static void pr_reap_dirs(struct hearth_engine *e)
+{
+	char path[4096];
+	struct dirent *de;
+	DIR *d = opendir(e->run_dir);
+
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (!strncmp(de->d_name, e->name_prefix, strlen(e->name_prefix))) {
+			snprintf(path, sizeof(path), "%s/%s", e->run_dir, de->d_name);
+			hearth_engine_rmtree(path);
+		}
+	closedir(d);
+}
+
 static int pr_open(struct hearth_engine *e, char *err, size_t errlen)
 {
 	if (!e->cfg.allow_unisolated)
@@ -61,6 +80,7 @@ static int pr_open(struct hearth_engine *e, char *err, size_t errlen)
 				"with NO isolation. Use it for development and tests only.\n");
 	e->caps = HEARTH_ENGINE_CAP_DEV_ONLY;
 	e->accel = "none";
+	pr_reap_dirs(e);
 	return 0;
 }
 
@@ -177,6 +197,10 @@ static int child_main(void *arg)
 	pid_t agent;
 	int st;
 
+	/* If hearthd dies, its dev "VMs" die with it instead of running on unowned.
+	 * (The signal follows the creating thread: create VMs from a long-lived one.) */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		child_fail(p, "prctl(PR_SET_PDEATHSIG)");
 	if (p->userns) {
 		write_file(p, "/proc/self/setgroups", "deny");
 		write_file(p, "/proc/self/uid_map", p->uid_map);

@@ -517,6 +517,105 @@ static void case_reap(void)
 	hearth_image_free(&img);
 }
 
+/* Is any host process running with exactly this argv? */
+static bool process_running(const char *arg0, const char *arg1)
+{
+	char path[300], buf[256], want[256];
+	size_t wlen = (size_t)snprintf(want, sizeof(want), "%s%c%s", arg0, 0, arg1) + 1;
+	struct dirent *de;
+	bool found = false;
+	DIR *d = opendir("/proc");
+
+	CHECK(d, "opendir /proc");
+	while (!found && (de = readdir(d))) {
+		FILE *f;
+		size_t n;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		n = fread(buf, 1, sizeof(buf), f);
+		fclose(f);
+		found = n >= wlen && !memcmp(buf, want, wlen);
+	}
+	closedir(d);
+	return found;
+}
+
+/* The process engine (no VM, development only): refused by default, then really runs. */
+static void case_process_engine(void)
+{
+	static const char script[] = "#!/bin/sh\n"
+				     "echo \"pid $$ in $(cat /proc/self/status | grep -c Pid) lines, $(cat)\"\n";
+	struct hearth_engine_config cfg = {
+		.kind = HEARTH_ENGINE_PROCESS,
+		.run_dir = E2E_RUN_DIR "-proc",
+		.name_prefix = PREFIX,
+	};
+	struct hearth_vm_spec spec = {0};
+	struct hearth_engine *e;
+	struct hearth_image img, simg;
+	struct hearth_vm *vm;
+	struct hearth_vm_stats st;
+	struct agent_conn *c;
+	struct agent_result r;
+	char err[512], dir[4096];
+	struct stat sb;
+	int rc;
+
+	rc = hearth_engine_open(&cfg, &e, err, sizeof(err));
+	CHECK(rc == -EPERM && strstr(err, "isolation"), "process engine opened without consent: %d '%s'",
+	      rc, err);
+	printf("without consent -> %s\n", err);
+	cfg.allow_unisolated = true;
+	CHECK(hearth_engine_open(&cfg, &e, err, sizeof(err)) == 0, "open: %s", err);
+	CHECK(hearth_engine_caps(e) & HEARTH_ENGINE_CAP_DEV_ONLY, "process engine must be DEV_ONLY");
+	CHECK(!(hearth_engine_caps(e) & HEARTH_ENGINE_CAP_ISOLATED), "process engine claims isolation");
+
+	build_image("echo", FN_ECHO_BIN, NULL, echo_manifest, &img);
+	spec.initrd = img.path;
+	CHECK(hearth_vm_create(e, &spec, &vm, err, sizeof(err)) == 0, "create: %s", err);
+	cur_vm = vm;
+	c = hello(vm, CALL_TIMEOUT_MS);
+	configure(c, &img.manifest);
+	expect_ok_body(c, "proc-echo", "no vm here", "no vm here");
+	CHECK(hearth_vm_stats(vm, &st, err, sizeof(err)) == 0 && st.state == HEARTH_VM_RUNNING &&
+	      st.rss_kb > 0, "stats: %s rss %llu", hearth_vm_state_name(st.state),
+	      (unsigned long long)st.rss_kb);
+	rc = hearth_vm_pause(vm, err, sizeof(err));
+	CHECK(rc == -ENOTSUP, "pause on the process engine: %d", rc);
+	printf("pause -> %s\n", err);
+	destroy(vm, c);
+
+	/* A shell function (busybox needs /proc); destroy must kill the agent's namespace. */
+	build_image("proc-shell", NULL, script, "{\"handler\": \"handler.sh\", \"shell\": true}",
+		    &simg);
+	spec.initrd = simg.path;
+	CHECK(hearth_vm_create(e, &spec, &vm, err, sizeof(err)) == 0, "create: %s", err);
+	cur_vm = vm;
+	snprintf(dir, sizeof(dir), "%s-proc/%s", E2E_RUN_DIR, hearth_vm_name(vm));
+	c = hello(vm, CALL_TIMEOUT_MS);
+	configure(c, &simg.manifest);
+	invoke(c, "proc-sh", "x", 1, 0, &r);
+	CHECK(r.status == AGENT_INVOKE_OK && r.body_len > 0, "shell: %s (%s) '%.*s'",
+	      agent_invoke_status_name(r.status), r.error ? r.error : "", (int)r.logs_len,
+	      r.logs ? (char *)r.logs : "");
+	printf("shell said: %.*s", (int)r.body_len, (char *)r.body);
+	agent_result_free(&r);
+	CHECK(process_running("/init", "--unix"), "the agent process is not running");
+	destroy(vm, c);
+	CHECK(!process_running("/init", "--unix"), "the agent process survived destroy");
+	CHECK(stat(dir, &sb) < 0, "%s left behind", dir);
+	CHECK(access("/dev/null", W_OK) == 0, "host /dev damaged");
+	hearth_image_free(&img);
+	hearth_image_free(&simg);
+	hearth_engine_close(e);
+	CHECK(rmdir(E2E_RUN_DIR "-proc") == 0, "run dir not empty: %s", strerror(errno));
+}
+
 /* 5. After the other tests: no hearth-e2e-* domain, socket or file anywhere. */
 static void case_cleanup(void)
 {
@@ -575,6 +674,7 @@ static const struct {
 	{"save_restore", case_save_restore, true},
 	{"guest_crash", case_guest_crash, true},
 	{"reap", case_reap, true},
+	{"process_engine", case_process_engine, false},
 	{"cleanup", case_cleanup, false},
 };
 
