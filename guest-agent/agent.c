@@ -310,7 +310,7 @@ static Hearth__InvokeStatus status_of(const struct run *r, char *err, size_t err
 		return HEARTH__INVOKE_STATUS__INVOKE_SPAWN_FAILED;
 	case RUN_TIMEOUT:
 		snprintf(err, errlen, "handler timed out after %u ms; process group killed",
-			 (unsigned)((r->deadline_ms * 1000 - r->start_us) / 1000));
+			 (unsigned)((r->deadline_us - r->start_us) / 1000));
 		return HEARTH__INVOKE_STATUS__INVOKE_TIMEOUT;
 	case RUN_TOO_LARGE:
 		snprintf(err, errlen, "response exceeded %zu bytes; handler killed", r->max_out);

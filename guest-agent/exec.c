@@ -103,7 +103,7 @@ int run_start(struct run *r, const struct run_spec *s)
 	} else if (r->payload_len == 0) {
 		close_fd(&r->fd_in);
 	}
-	r->deadline_ms = s->timeout_ms ? r->start_us / 1000 + s->timeout_ms : -1;
+	r->deadline_us = s->timeout_ms ? r->start_us + (int64_t)s->timeout_ms * 1000 : -1;
 	return 0;
 fail:
 	for (int i = 0; i < 2; i++) {
@@ -255,11 +255,11 @@ int run_check_deadline(struct run *r)
 {
 	int64_t left;
 
-	if (r->deadline_ms < 0 || r->exited)
+	if (r->deadline_us < 0 || r->exited)
 		return -1;
-	left = r->deadline_ms - run_now_us() / 1000;
-	if (left > 0)
-		return left > 1000000 ? 1000000 : (int)left;
+	left = r->deadline_us - run_now_us();
+	if (left > 0) /* round up: never wake (and kill) before the deadline */
+		return left > 1000000000 ? 1000000 : (int)((left + 999) / 1000);
 	if (!r->timed_out) {
 		r->timed_out = true;
 		kill_group(r);

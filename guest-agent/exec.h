@@ -53,7 +53,7 @@ struct run {
 	bool too_large, timed_out, exited, done;
 	int wstatus;
 	struct rusage ru;
-	int64_t start_us, end_us, deadline_ms;
+	int64_t start_us, end_us, deadline_us;
 	int spawn_errno;
 };
 

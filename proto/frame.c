@@ -74,7 +74,16 @@ static ssize_t send_some(int fd, const uint8_t *p, size_t n)
 static int write_all(int fd, const uint8_t *p, size_t n, int64_t deadline_ms)
 {
 	while (n > 0) {
-		ssize_t w = send_some(fd, p, n);
+		ssize_t w;
+
+		/* On a blocking fd only poll() can honour the deadline. */
+		if (deadline_ms >= 0) {
+			int rc = wait_fd(fd, POLLOUT, deadline_ms);
+
+			if (rc)
+				return rc;
+		}
+		w = send_some(fd, p, n);
 
 		if (w < 0) {
 			if (errno == EINTR)
@@ -125,7 +134,15 @@ static int read_all(int fd, uint8_t *p, size_t n, int64_t deadline_ms, size_t *g
 {
 	*got = 0;
 	while (*got < n) {
-		ssize_t r = read(fd, p + *got, n - *got);
+		ssize_t r;
+
+		if (deadline_ms >= 0) {
+			int rc = wait_fd(fd, POLLIN, deadline_ms);
+
+			if (rc)
+				return rc;
+		}
+		r = read(fd, p + *got, n - *got);
 
 		if (r < 0) {
 			if (errno == EINTR)
@@ -157,11 +174,6 @@ int frame_read(int fd, uint8_t **out, size_t *outlen, size_t max, int64_t deadli
 
 	*out = NULL;
 	*outlen = 0;
-	if (deadline_ms >= 0) {
-		rc = wait_fd(fd, POLLIN, deadline_ms);
-		if (rc)
-			return rc;
-	}
 	rc = read_all(fd, hdr, FRAME_HDR_LEN, deadline_ms, &got);
 	if (rc)
 		return rc;

@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "init cannot load its config" >&2
+exit 1

@@ -1,0 +1,5 @@
+/* Test and benchmark handler: does nothing and succeeds. */
+int main(void)
+{
+	return 0;
+}
