@@ -151,7 +151,11 @@ int hearth_vm_create(struct hearth_engine *e, const struct hearth_vm_spec *spec,
 /*
  * Waits up to timeout_ms for the agent's channel and connects to it. The
  * returned connection is the caller's (agent_close() it); it has not said
- * Hello yet. A VM has at most one useful connection at a time.
+ * Hello yet. A VM has at most one useful connection at a time. Over
+ * virtio-serial there is no connection boundary: a reply the agent sends
+ * after the host closed (say, to a ping that timed out while the VM was
+ * paused) arrives on the next connection. Read every reply you asked for
+ * before closing.
  */
 int hearth_vm_connect(struct hearth_vm *vm, int timeout_ms, struct agent_conn **out, char *err,
 		      size_t errlen);
