@@ -306,16 +306,48 @@ void run_free(struct run *r)
 	r->out = r->log = NULL;
 }
 
+/*
+ * Fast path: /proc/self/task/<tid>/children (CONFIG_PROC_CHILDREN) lists our
+ * direct children. The agent is single-threaded, so the main task's list is
+ * complete. Returns false when the file is unavailable.
+ */
+static bool sweep_children_file(void)
+{
+	char path[64], buf[4096];
+	size_t len;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/children", getpid());
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[len] = 0;
+	for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
+		pid_t pid = (pid_t)atoi(tok);
+
+		if (pid > 0)
+			kill(pid, SIGKILL);
+	}
+	/* A full page may have been cut short: fall back to the slow scan then. */
+	return len < sizeof(buf) - 1;
+}
+
 void run_sweep_orphans(void)
 {
 	pid_t self = getpid();
+
+	if (sweep_children_file())
+		return;
+
 	DIR *d = opendir("/proc");
 	struct dirent *de;
 
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
-		char path[64], buf[512], *p;
+		char path[300], buf[512], *p;
 		long ppid;
 		pid_t pid = (pid_t)atoi(de->d_name);
 		FILE *f;
