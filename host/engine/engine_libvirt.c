@@ -91,6 +91,29 @@ static bool has_prefix(const char *s, const char *p)
 	return strncmp(s, p, strlen(p)) == 0;
 }
 
+/*
+ * libvirtd keeps a QEMU log per domain name (<log dir>/<name>.log) after the
+ * domain is gone. We can remove it only for a local daemon whose log
+ * directory we know; for a remote URI the file stays on that host.
+ */
+static const char *lv_log_dir(const struct hearth_engine *e)
+{
+	if (!strcmp(e->libvirt_uri, "qemu:///system"))
+		return "/var/log/libvirt/qemu";
+	return NULL;
+}
+
+static void lv_remove_log(const struct hearth_engine *e, const char *name)
+{
+	char path[4096];
+	const char *dir = lv_log_dir(e);
+
+	if (!dir)
+		return;
+	snprintf(path, sizeof(path), "%s/%s.log", dir, name);
+	unlink(path);
+}
+
 /* Destroys (and undefines, if someone defined it) every <prefix>* domain. */
 static int lv_reap(struct hearth_engine *e, struct lv_engine *le, char *err, size_t errlen)
 {
@@ -119,21 +142,38 @@ static int lv_reap(struct hearth_engine *e, struct lv_engine *le, char *err, siz
 	return 0;
 }
 
-/* Removes <run_dir>/<prefix>* left by a crashed run (sockets, logs, save files). */
+/*
+ * Removes <run_dir>/<prefix>* left by a crashed run (sockets, console logs,
+ * save files) and libvirtd's QEMU logs of <prefix>* domains, none of which
+ * is running any more after lv_reap().
+ */
 static void lv_reap_dirs(struct hearth_engine *e)
 {
 	char path[4096];
 	struct dirent *de;
+	const char *logs = lv_log_dir(e);
 	DIR *d = opendir(e->run_dir);
 
-	if (!d)
-		return;
-	while ((de = readdir(d)))
-		if (has_prefix(de->d_name, e->name_prefix)) {
-			snprintf(path, sizeof(path), "%s/%s", e->run_dir, de->d_name);
-			hearth_engine_rmtree(path);
-		}
-	closedir(d);
+	if (d) {
+		while ((de = readdir(d)))
+			if (has_prefix(de->d_name, e->name_prefix)) {
+				snprintf(path, sizeof(path), "%s/%s", e->run_dir, de->d_name);
+				hearth_engine_rmtree(path);
+			}
+		closedir(d);
+	}
+	d = logs ? opendir(logs) : NULL;
+	if (d) {
+		size_t n;
+
+		while ((de = readdir(d)))
+			if (has_prefix(de->d_name, e->name_prefix) && (n = strlen(de->d_name)) > 4 &&
+			    !strcmp(de->d_name + n - 4, ".log")) {
+				snprintf(path, sizeof(path), "%s/%s", logs, de->d_name);
+				unlink(path);
+			}
+		closedir(d);
+	}
 }
 
 static int lv_open(struct hearth_engine *e, char *err, size_t errlen)
@@ -485,6 +525,8 @@ static int lv_destroy(struct hearth_vm *vm, char *err, size_t errlen)
 			virDomainUndefine(dom);
 		virDomainFree(dom);
 	}
+	if (rc == 0)
+		lv_remove_log(vm->engine, vm->name);
 	lv_vm_free(lv);
 	vm->priv = NULL;
 	return rc;

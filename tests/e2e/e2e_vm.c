@@ -200,14 +200,19 @@ static struct hearth_vm *boot(struct hearth_engine *e, const struct hearth_image
 
 static void destroy(struct hearth_vm *vm, struct agent_conn *c)
 {
-	char err[512], dir[4096];
+	char err[512], dir[4096], name[128];
 	struct stat st;
 
-	snprintf(dir, sizeof(dir), "%s/%s", E2E_RUN_DIR, hearth_vm_name(vm));
+	snprintf(name, sizeof(name), "%s", hearth_vm_name(vm));
+	snprintf(dir, sizeof(dir), "%s/%s", E2E_RUN_DIR, name);
 	agent_close(c);
 	cur_vm = NULL;
 	CHECK(hearth_vm_destroy(vm, err, sizeof(err)) == 0, "destroy: %s", err);
 	CHECK(stat(dir, &st) < 0 && errno == ENOENT, "%s still exists after destroy", dir);
+	if (!strncmp(dir, E2E_RUN_DIR "/", strlen(E2E_RUN_DIR) + 1)) {
+		snprintf(dir, sizeof(dir), "/var/log/libvirt/qemu/%s.log", name);
+		CHECK(stat(dir, &st) < 0 && errno == ENOENT, "%s still exists after destroy", dir);
+	}
 }
 
 static void invoke(struct agent_conn *c, const char *id, const void *payload, size_t len,
@@ -664,13 +669,21 @@ static void case_cleanup(void)
 		CHECK(left == 0, "%d leftover file(s) in %s", left, E2E_RUN_DIR);
 		CHECK(rmdir(E2E_RUN_DIR) == 0, "rmdir %s: %s", E2E_RUN_DIR, strerror(errno));
 	}
-	/* QEMU and libvirt keep nothing of ours either. */
-	d = opendir("/var/lib/libvirt/qemu/save");
-	if (d) {
-		while ((de = readdir(d)))
-			CHECK(strncmp(de->d_name, PREFIX, strlen(PREFIX)) != 0,
-			      "managed save %s left", de->d_name);
-		closedir(d);
+	/* libvirtd and QEMU keep nothing of ours either: no managed save, no QEMU
+	 * log, no status XML. */
+	{
+		static const char *const dirs[] = {"/var/lib/libvirt/qemu/save",
+						   "/var/log/libvirt/qemu", "/run/libvirt/qemu"};
+
+		for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+			d = opendir(dirs[i]);
+			if (!d)
+				continue;
+			while ((de = readdir(d)))
+				CHECK(strncmp(de->d_name, PREFIX, strlen(PREFIX)) != 0,
+				      "%s/%s left behind", dirs[i], de->d_name);
+			closedir(d);
+		}
 	}
 	printf("no domain, socket or file left behind\n");
 }
