@@ -1,0 +1,945 @@
+/*
+ * api.c - the HTTP API of hearthd; see api.h.
+ */
+#include "api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <uuid/uuid.h>
+
+#include "async.h"
+#include "auth.h"
+#include "image.h"
+#include "log.h"
+#include "metrics.h"
+
+#define SMALL_BODY_LIMIT (1u << 20)
+#define MIN_MEMORY_MB 128
+#define MAX_MEMORY_MB 10240
+#define MAX_TIMEOUT_MS 900000u
+#define MAX_ENV_BYTES 4096
+
+struct api {
+	struct api_config cfg;
+	struct store *store;
+	struct sched *sched;
+	struct async *async;
+	struct MHD_Daemon *tcp, *unx;
+	char images_dir[512], tmp_dir[512];
+};
+
+struct req {
+	struct api *api;
+	struct MHD_Connection *conn;
+	char *body;
+	size_t len, limit;
+	bool too_large;
+	struct invocation *inv;
+	int inv_done;
+};
+
+/* ---- responses ------------------------------------------------------------- */
+
+static enum MHD_Result send_buf(struct MHD_Connection *c, unsigned status, const char *type,
+				void *buf, size_t len, const char *const *headers)
+{
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result ret;
+
+	if (!r) {
+		free(buf);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", type);
+	for (size_t i = 0; headers && headers[i]; i += 2)
+		MHD_add_response_header(r, headers[i], headers[i + 1]);
+	ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *j,
+				 const char *const *headers)
+{
+	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	size_t n;
+
+	json_decref(j);
+	if (!s)
+		return MHD_NO;
+	n = strlen(s);
+	s = realloc(s, n + 2);
+	s[n] = '\n';
+	return send_buf(c, status, "application/json", s, n + 1, headers);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *code,
+				  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *code,
+				  const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	json_t *m = json_string(msg);
+	return send_json(c, status,
+			 json_pack("{s:{s:s,s:o}}", "error", "code", code, "message",
+				   m ? m : json_string("(message not UTF-8)")),
+			 NULL);
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static bool valid_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '-' || ch == '_'))
+			return false;
+	}
+	return true;
+}
+
+static const char *header(struct MHD_Connection *c, const char *name)
+{
+	return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+static const char *query(struct MHD_Connection *c, const char *name)
+{
+	return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Parses a non-negative integer query argument; -1 if absent, -2 if malformed. */
+static long long query_int(struct MHD_Connection *c, const char *name)
+{
+	const char *v = query(c, name);
+	char *end;
+	long long n;
+
+	if (!v)
+		return -1;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno || *end || end == v || n < 0)
+		return -2;
+	return n;
+}
+
+static void new_request_id(char out[64])
+{
+	uuid_t u;
+
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+/* ---- invocation results ------------------------------------------------------- */
+
+const char *api_status_name(const struct invocation *inv)
+{
+	if (inv->outcome != INV_OK)
+		return "PlatformError";
+	switch (inv->res.status) {
+	case AGENT_INVOKE_OK: return "Success";
+	case AGENT_INVOKE_FUNCTION_ERROR: return "FunctionError";
+	case AGENT_INVOKE_CRASHED: return "Crashed";
+	case AGENT_INVOKE_TIMEOUT: return "Timeout";
+	case AGENT_INVOKE_RESPONSE_TOO_LARGE: return "ResponseTooLarge";
+	default: return "PlatformError";
+	}
+}
+
+static uint64_t billed_ms(uint64_t duration_us)
+{
+	uint64_t ms = (duration_us + 999) / 1000;
+
+	return ms ? ms : 1;
+}
+
+void api_record_invocation(struct store *store, struct invocation *inv, const char *kind,
+			   int attempt, struct inv_record *rec_out)
+{
+	struct inv_record rec = {
+		.request_id = inv->request_id,
+		.attempt = attempt,
+		.tenant_id = inv->ver.tenant_id,
+		.version_id = inv->ver.id,
+		.function = inv->ver.name,
+		.version = inv->ver.version,
+		.kind = kind,
+		.start_us = inv->start_wall_us,
+		.end_us = inv->end_wall_us,
+		.memory_mb = inv->ver.memory_mb,
+		.cold = inv->cold,
+		.init_ms = inv->init_us / 1000,
+		.boot_ms = inv->boot_us / 1000,
+		.status = api_status_name(inv),
+	};
+	char line[512];
+
+	if (inv->outcome == INV_OK) {
+		rec.duration_us = inv->res.duration_us;
+		rec.billed_ms = billed_ms(inv->res.duration_us);
+		rec.max_rss_kb = inv->res.max_rss_kb;
+		rec.error = inv->res.error;
+		rec.logs = inv->res.logs;
+		rec.logs_len = inv->res.logs_len;
+	} else {
+		rec.error = inv->error;
+	}
+	if (rec_out) {
+		*rec_out = rec;
+		return; /* the caller commits it (async: together with the queue update) */
+	}
+	if (store_invocation_add(store, &rec))
+		hlog_error("api", "could not record invocation %s", inv->request_id);
+	snprintf(line, sizeof(line),
+		 "REPORT RequestId: %s Duration: %.2f ms Billed Duration: %llu ms Memory Size: %u MB"
+		 " Max Memory Used: %llu MB%s",
+		 inv->request_id, rec.duration_us / 1000.0, (unsigned long long)rec.billed_ms,
+		 rec.memory_mb, (unsigned long long)((rec.max_rss_kb + 1023) / 1024), "");
+	if (inv->cold) {
+		size_t n = strlen(line);
+
+		snprintf(line + n, sizeof(line) - n, " Init Duration: %.2f ms",
+			 (inv->init_us + inv->boot_us) / 1000.0);
+	}
+	hlog_event("info", "report", inv->request_id,
+		   json_pack("{s:s,s:i,s:s,s:s,s:I,s:I,s:b}", "function", inv->ver.name, "version",
+			     inv->ver.version, "kind", kind, "status", rec.status, "duration_us",
+			     (json_int_t)rec.duration_us, "billed_ms", (json_int_t)rec.billed_ms,
+			     "cold_start", inv->cold),
+		   "%s", line);
+}
+
+static void sync_done(struct invocation *inv)
+{
+	struct req *r = inv->arg;
+
+	/* The record is committed before the response can go out. */
+	api_record_invocation(r->api->store, inv, "sync", 1, NULL);
+	__atomic_store_n(&r->inv_done, 1, __ATOMIC_RELEASE);
+	MHD_resume_connection(r->conn);
+}
+
+static void free_invocation(struct invocation *inv)
+{
+	if (!inv)
+		return;
+	agent_result_free(&inv->res);
+	fn_version_free(&inv->ver);
+	free(inv);
+}
+
+static enum MHD_Result respond_invocation(struct req *r)
+{
+	struct invocation *inv = r->inv;
+	char dur[32], billed[32], boot[32], init[32], ver[16], mem[32];
+	const char *h[32];
+	int k = 0;
+
+	snprintf(ver, sizeof(ver), "%d", inv->ver.version);
+	h[k++] = "X-Hearth-Request-Id";
+	h[k++] = inv->request_id;
+	h[k++] = "X-Hearth-Function-Version";
+	h[k++] = ver;
+	if (inv->outcome != INV_OK) {
+		h[k] = NULL;
+		json_t *m = json_string(inv->error);
+		return send_json(r->conn, (unsigned)inv->http_status,
+				 json_pack("{s:{s:s,s:o,s:s}}", "error", "code", inv->error_code,
+					   "message", m ? m : json_string("platform error"),
+					   "request_id", inv->request_id),
+				 h);
+	}
+	snprintf(dur, sizeof(dur), "%.3f", inv->res.duration_us / 1000.0);
+	snprintf(billed, sizeof(billed), "%llu", (unsigned long long)billed_ms(inv->res.duration_us));
+	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)((inv->res.max_rss_kb + 1023) / 1024));
+	h[k++] = "X-Hearth-Duration-Ms";
+	h[k++] = dur;
+	h[k++] = "X-Hearth-Billed-Duration-Ms";
+	h[k++] = billed;
+	h[k++] = "X-Hearth-Max-Memory-Used-Mb";
+	h[k++] = mem;
+	h[k++] = "X-Hearth-Cold-Start";
+	h[k++] = inv->cold ? "true" : "false";
+	if (inv->cold) {
+		snprintf(boot, sizeof(boot), "%.3f", inv->boot_us / 1000.0);
+		snprintf(init, sizeof(init), "%.3f", inv->init_us / 1000.0);
+		h[k++] = "X-Hearth-Cold-Start-Path";
+		h[k++] = inv->cold_path ? inv->cold_path : "boot";
+		h[k++] = strcmp(inv->cold_path ? inv->cold_path : "boot", "restore") == 0 ?
+				 "X-Hearth-Restore-Ms" : "X-Hearth-Boot-Ms";
+		h[k++] = boot;
+		h[k++] = "X-Hearth-Init-Ms";
+		h[k++] = init;
+	}
+	if (inv->res.status != AGENT_INVOKE_OK) {
+		/* A function error: the call worked, the function failed (as Lambda reports it). */
+		json_t *out = json_stringn((const char *)inv->res.body, inv->res.body_len);
+		json_t *logs = json_stringn((const char *)inv->res.logs, inv->res.logs_len);
+		json_t *msg = json_string(inv->res.error ? inv->res.error : "");
+
+		h[k++] = "X-Hearth-Function-Error";
+		h[k++] = api_status_name(inv);
+		h[k] = NULL;
+		return send_json(r->conn, 200,
+				 json_pack("{s:s,s:o,s:i,s:i,s:o,s:o,s:s}", "errorType",
+					   api_status_name(inv), "errorMessage",
+					   msg ? msg : json_string(""), "exitCode", inv->res.exit_code,
+					   "signal", inv->res.signal, "output",
+					   out ? out : json_null(), "logs", logs ? logs : json_null(),
+					   "request_id", inv->request_id),
+				 h);
+	}
+	h[k] = NULL;
+	void *body = inv->res.body;
+
+	inv->res.body = NULL; /* handed to MHD, which frees it */
+	return send_buf(r->conn, 200, "application/octet-stream", body ? body : strdup(""),
+			body ? inv->res.body_len : 0, h);
+}
+
+/* ---- handlers ------------------------------------------------------------------- */
+
+static enum MHD_Result h_invoke(struct req *r, const struct principal *who, const char *name)
+{
+	struct api *a = r->api;
+	struct MHD_Connection *c = r->conn;
+	const char *type = header(c, "X-Hearth-Invocation-Type");
+	long long version = query_int(c, "version");
+	struct invocation *inv;
+	int rc;
+
+	if (version == -2)
+		return send_error(c, 400, "InvalidParameter", "version must be a positive integer");
+	inv = calloc(1, sizeof(*inv));
+	if (!inv)
+		return send_error(c, 500, "OutOfMemory", "out of memory");
+	rc = store_version_get(a->store, who->tenant_id, name, version > 0 ? (int)version : 0,
+			       &inv->ver);
+	if (rc) {
+		free(inv);
+		return send_error(c, 404, "FunctionNotFound", "function %s%s%s not found", name,
+				  version > 0 ? " version " : "",
+				  version > 0 ? query(c, "version") : "");
+	}
+	new_request_id(inv->request_id);
+	if (type && strcmp(type, "Event") == 0) {
+		char loc[96];
+		const char *h[] = { "X-Hearth-Request-Id", inv->request_id, "Location", loc, NULL };
+
+		rc = store_async_put(a->store, inv->request_id, who->tenant_id, inv->ver.id, r->body,
+				     r->len, mono_us() / 1000 ? wall_us() / 1000 : 0);
+		snprintf(loc, sizeof(loc), "/v1/invocations/%s", inv->request_id);
+		json_t *j = json_pack("{s:s,s:s,s:i}", "request_id", inv->request_id, "function",
+				      name, "version", inv->ver.version);
+		free_invocation(inv);
+		if (rc)
+			return send_error(c, 500, "QueueUnavailable", "could not queue the event");
+		metrics_async("queued");
+		async_kick(a->async);
+		return send_json(c, 202, j, h);
+	}
+	if (type && strcmp(type, "RequestResponse") != 0) {
+		free_invocation(inv);
+		return send_error(c, 400, "InvalidParameter",
+				  "X-Hearth-Invocation-Type must be RequestResponse or Event");
+	}
+	inv->payload = (const uint8_t *)r->body;
+	inv->payload_len = r->len;
+	inv->done = sync_done;
+	inv->arg = r;
+	r->inv = inv;
+	/* Suspend first: the result may come back before sched_submit returns. */
+	MHD_suspend_connection(c);
+	sched_submit(a->sched, inv);
+	return MHD_YES;
+}
+
+static int env_bytes(const struct hearth_manifest *m)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < m->nenv; i++)
+		n += (int)strlen(m->env[i]) + 1;
+	return n;
+}
+
+static enum MHD_Result h_deploy(struct req *r, const struct principal *who, const char *name)
+{
+	struct api *a = r->api;
+	struct MHD_Connection *c = r->conn;
+	const char *ctype = header(c, "Content-Type");
+	char tmp[600] = "", err[512];
+	const char *package;
+	struct hearth_image img = { 0 };
+	struct hearth_image_opts opts = { 0 };
+	struct fn_version v = { 0 };
+	long long mem = query_int(c, "memory_mb"), tmo = query_int(c, "timeout_ms");
+	const char *engine = query(c, "engine");
+	json_t *args, *env;
+	int rc;
+
+	if (!valid_name(name))
+		return send_error(c, 400, "InvalidName",
+				  "function names are 1-64 characters of [A-Za-z0-9_-]");
+	if (mem == -2 || tmo == -2)
+		return send_error(c, 400, "InvalidParameter", "memory_mb and timeout_ms are integers");
+	if (ctype && strncmp(ctype, "application/json", 16) == 0) {
+		/* An admin deploys from a path on the server. */
+		json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+		const char *path = json_string_value(json_object_get(j, "path"));
+
+		if (!who->admin || !a->cfg.allow_server_path_deploy) {
+			json_decref(j);
+			return send_error(c, 403, "Forbidden",
+					  "only the admin may deploy from a server path");
+		}
+		if (!path || path[0] != '/') {
+			json_decref(j);
+			return send_error(c, 400, "InvalidRequest",
+					  "body must be {\"path\": \"/absolute/package\"}");
+		}
+		snprintf(tmp, sizeof(tmp), "%s", path);
+		json_decref(j);
+		package = tmp;
+	} else {
+		int fd;
+
+		if (r->len == 0)
+			return send_error(c, 400, "EmptyPackage",
+					  "send the function package (.tar.gz) as the request body");
+		snprintf(tmp, sizeof(tmp), "%s/upload-XXXXXX.tar.gz", a->tmp_dir);
+		fd = mkstemps(tmp, 7);
+		if (fd < 0)
+			return send_error(c, 500, "StorageError", "cannot store the upload");
+		if (write(fd, r->body, r->len) != (ssize_t)r->len) {
+			close(fd);
+			unlink(tmp);
+			return send_error(c, 500, "StorageError", "cannot store the upload");
+		}
+		close(fd);
+		package = tmp;
+	}
+	opts.package = package;
+	opts.agent = a->cfg.agent_bin;
+	opts.busybox = a->cfg.busybox;
+	opts.out_dir = a->images_dir;
+	rc = hearth_image_build(&opts, &img, err, sizeof(err));
+	if (package != tmp || strncmp(tmp, a->tmp_dir, strlen(a->tmp_dir)) == 0)
+		unlink(tmp);
+	if (rc)
+		return send_error(c, 400, "InvalidPackage", "%s", err);
+	if (mem >= 0)
+		img.manifest.memory_mb = (uint32_t)mem;
+	if (tmo >= 0)
+		img.manifest.timeout_ms = (uint32_t)tmo;
+	if (img.manifest.memory_mb < MIN_MEMORY_MB || img.manifest.memory_mb > MAX_MEMORY_MB) {
+		rc = send_error(c, 400, "InvalidMemory", "memory_mb must be %d to %d, got %u",
+				MIN_MEMORY_MB, MAX_MEMORY_MB, img.manifest.memory_mb);
+		goto out;
+	}
+	if (img.manifest.timeout_ms < 1 || img.manifest.timeout_ms > MAX_TIMEOUT_MS) {
+		rc = send_error(c, 400, "InvalidTimeout", "timeout_ms must be 1 to %u, got %u",
+				MAX_TIMEOUT_MS, img.manifest.timeout_ms);
+		goto out;
+	}
+	if (env_bytes(&img.manifest) > MAX_ENV_BYTES) {
+		rc = send_error(c, 400, "EnvTooLarge", "env takes %d bytes; the limit is %d",
+				env_bytes(&img.manifest), MAX_ENV_BYTES);
+		goto out;
+	}
+	if (!engine)
+		engine = "auto";
+	if (!sched_engine_for(a->sched, engine)) {
+		rc = send_error(c, 400, "EngineUnavailable",
+				"engine '%s' is not enabled on this host (auto, libvirt, process)",
+				engine);
+		goto out;
+	}
+	v.tenant_id = who->tenant_id;
+	snprintf(v.name, sizeof(v.name), "%s", name);
+	snprintf(v.image_sha256, sizeof(v.image_sha256), "%s", img.sha256);
+	snprintf(v.image_path, sizeof(v.image_path), "%s", img.path);
+	snprintf(v.handler, sizeof(v.handler), "%s", img.manifest.handler);
+	snprintf(v.init, sizeof(v.init), "%s", img.manifest.init ? img.manifest.init : "");
+	snprintf(v.engine, sizeof(v.engine), "%s", engine);
+	v.memory_mb = img.manifest.memory_mb;
+	v.timeout_ms = img.manifest.timeout_ms;
+	v.package_bytes = img.size;
+	args = json_array();
+	for (size_t i = 0; i < img.manifest.nargs; i++)
+		json_array_append_new(args, json_string(img.manifest.args[i]));
+	env = json_object();
+	for (size_t i = 0; i < img.manifest.nenv; i++) {
+		char *kv = strdup(img.manifest.env[i]), *eq = kv ? strchr(kv, '=') : NULL;
+
+		if (eq) {
+			*eq = 0;
+			json_object_set_new(env, kv, json_string(eq + 1));
+		}
+		free(kv);
+	}
+	v.args_json = json_dumps(args, JSON_COMPACT);
+	v.env_json = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(args);
+	json_decref(env);
+	if (store_version_add(a->store, &v)) {
+		fn_version_free(&v);
+		rc = send_error(c, 500, "StorageError", "could not record the version");
+		goto out;
+	}
+	hlog_info("api", "deployed %s/%s version %d (image %s)", who->tenant, name, v.version,
+		  img.sha256);
+	rc = send_json(c, 201,
+		       json_pack("{s:s,s:i,s:s,s:s,s:i,s:i,s:s,s:I}", "name", name, "version",
+				 v.version, "image_sha256", img.sha256, "handler", v.handler,
+				 "memory_mb", v.memory_mb, "timeout_ms", v.timeout_ms, "engine",
+				 v.engine, "image_bytes", (json_int_t)img.size),
+		       NULL);
+	fn_version_free(&v);
+out:
+	hearth_image_free(&img);
+	return rc;
+}
+
+static enum MHD_Result h_function(struct req *r, const struct principal *who, const char *method,
+				  const char *name, const char *sub)
+{
+	struct api *a = r->api;
+	struct MHD_Connection *c = r->conn;
+
+	if (!sub && strcmp(method, "POST") == 0)
+		return h_deploy(r, who, name);
+	if (!sub && strcmp(method, "GET") == 0) {
+		json_t *f = store_function_get(a->store, who->tenant_id, name);
+
+		if (!f)
+			return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
+		return send_json(c, 200, f, NULL);
+	}
+	if (!sub && strcmp(method, "DELETE") == 0) {
+		int64_t *ids;
+		size_t n;
+
+		if (store_function_delete(a->store, who->tenant_id, name, &ids, &n))
+			return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
+		sched_drop_versions(a->sched, ids, n);
+		free(ids);
+		return send_json(c, 200, json_pack("{s:s,s:b}", "name", name, "deleted", 1), NULL);
+	}
+	if (sub && strcmp(sub, "invoke") == 0 && strcmp(method, "POST") == 0)
+		return h_invoke(r, who, name);
+	if (sub && strcmp(sub, "logs") == 0 && strcmp(method, "GET") == 0) {
+		long long limit = query_int(c, "limit");
+
+		if (limit == -2 || limit > 1000)
+			return send_error(c, 400, "InvalidParameter", "limit must be 1..1000");
+		return send_json(c, 200,
+				 json_pack("{s:o}", "invocations",
+					   store_invocation_logs(a->store, who->tenant_id, name,
+								 limit > 0 ? (int)limit : 20)),
+				 NULL);
+	}
+	if (sub && strcmp(sub, "config") == 0 && strcmp(method, "PUT") == 0) {
+		json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+		json_t *p = json_object_get(j, "provisioned");
+		json_int_t n = json_integer_value(p);
+
+		json_decref(j);
+		if (!json_is_integer(p) || n < 0 || n > 1000)
+			return send_error(c, 400, "InvalidRequest",
+					  "body must be {\"provisioned\": 0..1000}");
+		if (store_function_set_provisioned(a->store, who->tenant_id, name, (int)n))
+			return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
+		sched_reconcile(a->sched);
+		return send_json(c, 200, json_pack("{s:s,s:I}", "name", name, "provisioned", n), NULL);
+	}
+	if (sub && strcmp(sub, "prewarm") == 0 && strcmp(method, "POST") == 0) {
+		struct fn_version v;
+		long long count = query_int(c, "count");
+		struct hearth_engine *e;
+		int started;
+
+		if (count == -2 || count > 100)
+			return send_error(c, 400, "InvalidParameter", "count must be 1..100");
+		if (store_version_get(a->store, who->tenant_id, name, 0, &v))
+			return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
+		e = sched_engine_for(a->sched, v.engine);
+		started = sched_prewarm(a->sched, &v, count > 0 ? (int)count : 1);
+		json_t *j = json_pack("{s:s,s:i,s:s,s:b,s:i,s:s}", "name", name, "version", v.version,
+				      "engine", e ? hearth_engine_name(e) : v.engine, "snapshot", 0,
+				      "started_vms", started, "note",
+				      "this engine cannot clone snapshots: prewarm boots warm VMs"
+				      " that serve the next invocations without a cold start");
+		fn_version_free(&v);
+		return send_json(c, 202, j, NULL);
+	}
+	return send_error(c, 404, "NotFound", "no such endpoint");
+}
+
+static enum MHD_Result h_tenants(struct req *r, const char *method, const char *tname,
+				 const char *sub, const char *key_id)
+{
+	struct api *a = r->api;
+	struct MHD_Connection *c = r->conn;
+	char key[AUTH_KEY_LEN + 1], id[17];
+	int64_t tid;
+	int rc;
+
+	if (!tname && strcmp(method, "GET") == 0)
+		return send_json(c, 200, json_pack("{s:o}", "tenants", store_tenant_list(a->store)),
+				 NULL);
+	if (!tname && strcmp(method, "POST") == 0) {
+		json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+		char name[80];
+		const char *n = json_string_value(json_object_get(j, "name"));
+
+		snprintf(name, sizeof(name), "%s", n ? n : "");
+		json_decref(j);
+		if (!valid_name(name))
+			return send_error(c, 400, "InvalidName",
+					  "body must be {\"name\": \"...\"}, 1-64 of [A-Za-z0-9_-]");
+		rc = store_tenant_create(a->store, name, &tid);
+		if (rc == -EEXIST)
+			return send_error(c, 409, "TenantExists", "tenant %s already exists", name);
+		if (rc || auth_key_create(a->store, tid, key, id))
+			return send_error(c, 500, "StorageError", "could not create the tenant");
+		hlog_info("api", "created tenant %s", name);
+		return send_json(c, 201, json_pack("{s:s,s:s,s:s}", "name", name, "key_id", id,
+						   "api_key", key), NULL);
+	}
+	if (!tname)
+		return send_error(c, 405, "MethodNotAllowed", "use GET or POST");
+	if (store_tenant_id(a->store, tname, &tid))
+		return send_error(c, 404, "TenantNotFound", "tenant %s not found", tname);
+	if (!sub && strcmp(method, "DELETE") == 0) {
+		store_tenant_delete(a->store, tname);
+		return send_json(c, 200, json_pack("{s:s,s:b}", "name", tname, "deleted", 1), NULL);
+	}
+	if (sub && strcmp(sub, "keys") == 0) {
+		if (!key_id && strcmp(method, "POST") == 0) {
+			if (auth_key_create(a->store, tid, key, id))
+				return send_error(c, 500, "StorageError", "could not create the key");
+			return send_json(c, 201, json_pack("{s:s,s:s,s:s}", "tenant", tname, "key_id",
+							   id, "api_key", key), NULL);
+		}
+		if (!key_id && strcmp(method, "GET") == 0)
+			return send_json(c, 200, json_pack("{s:o}", "keys", store_key_list(a->store, tid)),
+					 NULL);
+		if (key_id && strcmp(method, "DELETE") == 0) {
+			if (store_key_delete(a->store, key_id, tid))
+				return send_error(c, 404, "KeyNotFound", "key %s not found", key_id);
+			return send_json(c, 200, json_pack("{s:s,s:b}", "key_id", key_id, "deleted", 1),
+					 NULL);
+		}
+	}
+	return send_error(c, 404, "NotFound", "no such endpoint");
+}
+
+/* Splits "/a/b/c" into at most max segments (modifies buf). */
+static int split_path(char *buf, char **seg, int max)
+{
+	int n = 0;
+
+	for (char *save = NULL, *t = strtok_r(buf, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+		if (n == max)
+			return -1;
+		seg[n++] = t;
+	}
+	return n;
+}
+
+static enum MHD_Result route(struct req *r, const char *method, const char *url)
+{
+	struct api *a = r->api;
+	struct MHD_Connection *c = r->conn;
+	struct principal who;
+	char path[512];
+	char *seg[6];
+	int n;
+
+	if (strcmp(url, "/healthz") == 0)
+		return send_json(c, 200, json_pack("{s:s}", "status", "ok"), NULL);
+	if (strcmp(url, "/metrics") == 0 && strcmp(method, "GET") == 0) {
+		size_t len;
+		char *m = metrics_render(&len);
+
+		return m ? send_buf(c, 200, "text/plain; version=0.0.4", m, len, NULL) : MHD_NO;
+	}
+	if (r->too_large)
+		return send_error(c, 413, "PayloadTooLarge", "request body exceeds %zu bytes", r->limit);
+	if (auth_check(a->store, header(c, "Authorization"), &who))
+		return send_error(c, 401, "Unauthorized",
+				  "missing or invalid API key (Authorization: Bearer <key>)");
+	snprintf(path, sizeof(path), "%s", url);
+	n = split_path(path, seg, 6);
+	if (n < 2 || strcmp(seg[0], "v1") != 0)
+		return send_error(c, 404, "NotFound", "no such endpoint");
+	if (strcmp(seg[1], "tenants") == 0) {
+		if (!who.admin)
+			return send_error(c, 403, "Forbidden", "tenant administration needs the admin key");
+		if (n > 5)
+			return send_error(c, 404, "NotFound", "no such endpoint");
+		return h_tenants(r, method, n > 2 ? seg[2] : NULL, n > 3 ? seg[3] : NULL,
+				 n > 4 ? seg[4] : NULL);
+	}
+	/* Everything else acts for one tenant; the admin names it with X-Hearth-Tenant. */
+	if (who.admin) {
+		const char *t = header(c, "X-Hearth-Tenant");
+
+		if (!t)
+			return send_error(c, 400, "TenantRequired",
+					  "the admin key acts for a tenant named in X-Hearth-Tenant");
+		if (store_tenant_id(a->store, t, &who.tenant_id))
+			return send_error(c, 404, "TenantNotFound", "tenant %s not found", t);
+		snprintf(who.tenant, sizeof(who.tenant), "%s", t);
+	}
+	if (strcmp(seg[1], "functions") == 0) {
+		if (n == 2 && strcmp(method, "GET") == 0)
+			return send_json(c, 200, json_pack("{s:o}", "functions",
+							   store_function_list(a->store, who.tenant_id)),
+					 NULL);
+		if (n == 3 || n == 4)
+			return h_function(r, &who, method, seg[2], n == 4 ? seg[3] : NULL);
+	}
+	if (strcmp(seg[1], "invocations") == 0 && n == 3 && strcmp(method, "GET") == 0) {
+		json_t *j = store_async_get(a->store, who.tenant_id, seg[2]);
+
+		if (!j)
+			return send_error(c, 404, "InvocationNotFound", "no event %s", seg[2]);
+		return send_json(c, 200, j, NULL);
+	}
+	if (strcmp(seg[1], "dead-letters") == 0 && n == 2 && strcmp(method, "GET") == 0) {
+		long long limit = query_int(c, "limit");
+
+		return send_json(c, 200,
+				 json_pack("{s:o}", "dead_letters",
+					   store_dead_letters(a->store, who.tenant_id,
+							      limit > 0 && limit <= 1000 ? (int)limit : 100)),
+				 NULL);
+	}
+	return send_error(c, 404, "NotFound", "no such endpoint");
+}
+
+static size_t body_limit(struct api *a, const char *method, const char *url)
+{
+	size_t n = strlen(url);
+
+	if (strcmp(method, "POST") == 0 && n > 7 && strcmp(url + n - 7, "/invoke") == 0)
+		return a->cfg.max_invoke_payload;
+	if (strcmp(method, "POST") == 0 && strncmp(url, "/v1/functions/", 14) == 0 &&
+	    !strchr(url + 14, '/'))
+		return a->cfg.max_package;
+	return SMALL_BODY_LIMIT;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	struct api *a = cls;
+	struct req *r = *con_cls;
+
+	if (!r) {
+		const char *cl;
+
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return MHD_NO;
+		r->api = a;
+		r->conn = c;
+		r->limit = body_limit(a, method, url);
+		*con_cls = r;
+		cl = header(c, "Content-Length");
+		if (cl && strtoull(cl, NULL, 10) > r->limit) {
+			/* Refuse before reading a byte of it. */
+			return send_error(c, 413, "PayloadTooLarge", "request body exceeds %zu bytes",
+					  r->limit);
+		}
+		return MHD_YES;
+	}
+	if (r->inv) {
+		/* Resumed: the invocation has finished. */
+		if (!__atomic_load_n(&r->inv_done, __ATOMIC_ACQUIRE))
+			return MHD_YES;
+		return respond_invocation(r);
+	}
+	if (*upload_size) {
+		if (!r->too_large) {
+			if (r->len + *upload_size > r->limit) {
+				r->too_large = true;
+				free(r->body);
+				r->body = NULL;
+				r->len = 0;
+			} else {
+				char *nb = realloc(r->body, r->len + *upload_size + 1);
+
+				if (!nb)
+					return MHD_NO;
+				memcpy(nb + r->len, upload, *upload_size);
+				r->body = nb;
+				r->len += *upload_size;
+				r->body[r->len] = 0;
+			}
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	return route(r, method, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct req *r = *con_cls;
+
+	if (!r)
+		return;
+	free_invocation(r->inv);
+	free(r->body);
+	free(r);
+	*con_cls = NULL;
+}
+
+static int unix_listen(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1024) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	/* Keys still authenticate each request; the mode only limits who can connect. */
+	chmod(path, 0666);
+	return fd;
+}
+
+static struct MHD_Daemon *start_daemon(struct api *a, int port, int listen_fd)
+{
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+
+	if (listen_fd >= 0)
+		return MHD_start_daemon(flags, 0, NULL, NULL, on_request, a,
+					MHD_OPTION_LISTEN_SOCKET, listen_fd,
+					MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)a->cfg.conn_timeout_s,
+					MHD_OPTION_CONNECTION_LIMIT, 8192u,
+					MHD_OPTION_THREAD_POOL_SIZE, (unsigned)a->cfg.threads,
+					MHD_OPTION_END);
+	inet_pton(AF_INET, a->cfg.listen_host, &sin.sin_addr);
+	return MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a,
+				MHD_OPTION_SOCK_ADDR, &sin,
+				MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)a->cfg.conn_timeout_s,
+				MHD_OPTION_CONNECTION_LIMIT, 8192u,
+				MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+				MHD_OPTION_THREAD_POOL_SIZE, (unsigned)a->cfg.threads,
+				MHD_OPTION_END);
+}
+
+int api_start(const struct api_config *cfg, struct store *store, struct sched *sched,
+	      struct async *async, struct api **out)
+{
+	struct api *a = calloc(1, sizeof(*a));
+
+	if (!a)
+		return -ENOMEM;
+	a->cfg = *cfg;
+	if (!a->cfg.max_invoke_payload)
+		a->cfg.max_invoke_payload = 6u << 20;
+	if (!a->cfg.max_package)
+		a->cfg.max_package = 64u << 20;
+	if (a->cfg.conn_timeout_s <= 0)
+		a->cfg.conn_timeout_s = 30;
+	if (a->cfg.threads <= 0)
+		a->cfg.threads = 2;
+	a->store = store;
+	a->sched = sched;
+	a->async = async;
+	snprintf(a->images_dir, sizeof(a->images_dir), "%s/images", cfg->state_dir);
+	snprintf(a->tmp_dir, sizeof(a->tmp_dir), "%s/tmp", cfg->state_dir);
+	mkdir(a->images_dir, 0700);
+	mkdir(a->tmp_dir, 0700);
+	if (cfg->listen_host) {
+		a->tcp = start_daemon(a, cfg->port, -1);
+		if (!a->tcp) {
+			hlog_error("api", "cannot listen on %s:%d", cfg->listen_host, cfg->port);
+			free(a);
+			return -EADDRINUSE;
+		}
+		hlog_info("api", "listening on http://%s:%d", cfg->listen_host, cfg->port);
+	}
+	if (cfg->unix_path) {
+		int fd = unix_listen(cfg->unix_path);
+
+		a->unx = fd >= 0 ? start_daemon(a, 0, fd) : NULL;
+		if (!a->unx) {
+			hlog_error("api", "cannot listen on %s: %s", cfg->unix_path,
+				   strerror(fd < 0 ? -fd : EIO));
+			if (a->tcp)
+				MHD_stop_daemon(a->tcp);
+			free(a);
+			return -EIO;
+		}
+		hlog_info("api", "listening on unix:%s", cfg->unix_path);
+	}
+	*out = a;
+	return 0;
+}
+
+void api_quiesce(struct api *a)
+{
+	if (a->tcp)
+		MHD_quiesce_daemon(a->tcp);
+	if (a->unx)
+		MHD_quiesce_daemon(a->unx);
+}
+
+void api_stop(struct api *a)
+{
+	if (a->tcp)
+		MHD_stop_daemon(a->tcp);
+	if (a->unx) {
+		MHD_stop_daemon(a->unx);
+		unlink(a->cfg.unix_path);
+	}
+	free(a);
+}

@@ -1,0 +1,128 @@
+/*
+ * metrics.c - counters and histograms for /metrics; see metrics.h.
+ */
+#include "metrics.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double buckets_s[] = { 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+				    30, 60, 300, 900 };
+#define NBUCKETS (sizeof(buckets_s) / sizeof(buckets_s[0]))
+
+struct histogram {
+	atomic_ullong bucket[NBUCKETS];
+	atomic_ullong count;
+	atomic_ullong sum_us;
+};
+
+static const char *const statuses[] = { "Success", "FunctionError", "Crashed", "Timeout",
+					"ResponseTooLarge", "PlatformError" };
+#define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
+
+static atomic_ullong invocations[NSTATUS];
+static atomic_ullong function_errors, platform_errors, throttles, cold_starts;
+static atomic_llong concurrent, vms;
+static atomic_ullong async_counts[4];
+static struct histogram duration, init_duration, boot_duration;
+
+static void observe(struct histogram *h, uint64_t us)
+{
+	for (size_t i = 0; i < NBUCKETS; i++)
+		if ((double)us <= buckets_s[i] * 1e6)
+			atomic_fetch_add(&h->bucket[i], 1);
+	atomic_fetch_add(&h->count, 1);
+	atomic_fetch_add(&h->sum_us, us);
+}
+
+void metrics_invocation(const char *status, uint64_t duration_us, bool fe, bool pe)
+{
+	size_t i;
+
+	for (i = 0; i < NSTATUS - 1 && strcmp(statuses[i], status) != 0; i++)
+		;
+	atomic_fetch_add(&invocations[i], 1);
+	if (fe)
+		atomic_fetch_add(&function_errors, 1);
+	if (pe)
+		atomic_fetch_add(&platform_errors, 1);
+	if (!pe)
+		observe(&duration, duration_us);
+}
+
+void metrics_throttle(void) { atomic_fetch_add(&throttles, 1); }
+
+void metrics_cold_start(uint64_t boot_us, uint64_t init_us)
+{
+	atomic_fetch_add(&cold_starts, 1);
+	observe(&boot_duration, boot_us);
+	observe(&init_duration, init_us);
+}
+
+void metrics_concurrency(int d) { atomic_fetch_add(&concurrent, d); }
+void metrics_vms(int d) { atomic_fetch_add(&vms, d); }
+
+void metrics_async(const char *what)
+{
+	static const char *const names[] = { "queued", "retried", "dead", "succeeded" };
+
+	for (size_t i = 0; i < 4; i++)
+		if (strcmp(names[i], what) == 0)
+			atomic_fetch_add(&async_counts[i], 1);
+}
+
+static void put_hist(FILE *f, const char *name, const char *help, struct histogram *h)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+	for (size_t i = 0; i < NBUCKETS; i++)
+		fprintf(f, "%s_bucket{le=\"%g\"} %llu\n", name, buckets_s[i],
+			(unsigned long long)atomic_load(&h->bucket[i]));
+	fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)atomic_load(&h->count));
+	fprintf(f, "%s_sum %.6f\n%s_count %llu\n", name, atomic_load(&h->sum_us) / 1e6, name,
+		(unsigned long long)atomic_load(&h->count));
+}
+
+char *metrics_render(size_t *len)
+{
+	char *buf = NULL;
+	FILE *f = open_memstream(&buf, len);
+
+	if (!f)
+		return NULL;
+	fprintf(f, "# HELP hearth_invocations_total Finished invocations by status.\n"
+		   "# TYPE hearth_invocations_total counter\n");
+	for (size_t i = 0; i < NSTATUS; i++)
+		fprintf(f, "hearth_invocations_total{status=\"%s\"} %llu\n", statuses[i],
+			(unsigned long long)atomic_load(&invocations[i]));
+	fprintf(f, "# HELP hearth_errors_total Failed invocations by origin.\n"
+		   "# TYPE hearth_errors_total counter\n"
+		   "hearth_errors_total{origin=\"function\"} %llu\n"
+		   "hearth_errors_total{origin=\"platform\"} %llu\n",
+		(unsigned long long)function_errors, (unsigned long long)platform_errors);
+	fprintf(f, "# HELP hearth_throttles_total Invocations refused by admission (429).\n"
+		   "# TYPE hearth_throttles_total counter\nhearth_throttles_total %llu\n",
+		(unsigned long long)throttles);
+	fprintf(f, "# HELP hearth_cold_starts_total Invocations that waited for a new VM.\n"
+		   "# TYPE hearth_cold_starts_total counter\nhearth_cold_starts_total %llu\n",
+		(unsigned long long)cold_starts);
+	fprintf(f, "# HELP hearth_concurrent_executions Invocations running now.\n"
+		   "# TYPE hearth_concurrent_executions gauge\nhearth_concurrent_executions %lld\n",
+		(long long)concurrent);
+	fprintf(f, "# HELP hearth_vms Function VMs alive now.\n# TYPE hearth_vms gauge\nhearth_vms %lld\n",
+		(long long)vms);
+	fprintf(f, "# HELP hearth_async_events_total Asynchronous events by outcome.\n"
+		   "# TYPE hearth_async_events_total counter\n");
+	static const char *const an[] = { "queued", "retried", "dead", "succeeded" };
+	for (size_t i = 0; i < 4; i++)
+		fprintf(f, "hearth_async_events_total{outcome=\"%s\"} %llu\n", an[i],
+			(unsigned long long)atomic_load(&async_counts[i]));
+	put_hist(f, "hearth_invocation_duration_seconds", "Handler run time of invocations.",
+		 &duration);
+	put_hist(f, "hearth_init_duration_seconds", "Init step time of cold starts.", &init_duration);
+	put_hist(f, "hearth_cold_start_boot_seconds", "VM boot or restore time of cold starts.",
+		 &boot_duration);
+	fclose(f);
+	return buf;
+}

@@ -1,0 +1,623 @@
+/*
+ * scheduler.c - warm pools and VM threads; see scheduler.h.
+ */
+#include "scheduler.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "log.h"
+#include "metrics.h"
+
+struct pool {
+	int64_t version_id;
+	struct fn_version ver;
+	struct hearth_engine *eng;
+	pthread_mutex_t *eng_mu;
+	struct invocation *qhead, *qtail;
+	int nqueued, nvms, nidle, nbooting, provisioned;
+	bool dead;
+	pthread_cond_t cond;
+	struct pool *next;
+};
+
+struct sched {
+	struct sched_config cfg;
+	struct sched_engines eng;
+	pthread_mutex_t eng_mu_libvirt, eng_mu_process;
+	struct store *store;
+	pthread_mutex_t mu;
+	pthread_cond_t all_gone;
+	struct pool *pools;
+	int total_vms;     /* running + booting */
+	int threads;
+	bool stopping;
+	pthread_t keeper;
+	pthread_cond_t keeper_cond;
+};
+
+int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+struct hearth_engine *sched_engine_for(struct sched *s, const char *name)
+{
+	if (!name || !*name || strcmp(name, "auto") == 0)
+		return s->eng.dflt;
+	if (strcmp(name, "libvirt") == 0)
+		return s->eng.libvirt;
+	if (strcmp(name, "process") == 0)
+		return s->eng.process;
+	return NULL;
+}
+
+static pthread_mutex_t *engine_lock_for(struct sched *s, struct hearth_engine *e)
+{
+	return e == s->eng.process ? &s->eng_mu_process : &s->eng_mu_libvirt;
+}
+
+static void fail_inv(struct invocation *inv, int http, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void fail_inv(struct invocation *inv, int http, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	inv->outcome = INV_PLATFORM_ERROR;
+	inv->http_status = http;
+	snprintf(inv->error_code, sizeof(inv->error_code), "%s", code);
+	va_start(ap, fmt);
+	vsnprintf(inv->error, sizeof(inv->error), fmt, ap);
+	va_end(ap);
+	inv->end_wall_us = wall_us();
+	if (!inv->start_wall_us)
+		inv->start_wall_us = inv->end_wall_us;
+	inv->done(inv);
+}
+
+static struct invocation *pop(struct pool *p)
+{
+	struct invocation *inv = p->qhead;
+
+	if (inv) {
+		p->qhead = inv->next;
+		if (!p->qhead)
+			p->qtail = NULL;
+		p->nqueued--;
+		inv->next = NULL;
+	}
+	return inv;
+}
+
+/* Parses the stored JSON args/env of a version into agent_config arrays. */
+struct vm_conf {
+	const char **args, **env;
+	char **env_storage;
+	size_t nargs, nenv;
+	json_t *args_j;
+};
+
+static void vm_conf_free(struct vm_conf *c)
+{
+	for (size_t i = 0; i < c->nenv; i++)
+		free(c->env_storage[i]);
+	free(c->env_storage);
+	free(c->args);
+	free(c->env);
+	json_decref(c->args_j);
+}
+
+static void vm_conf_build(const struct fn_version *v, struct vm_conf *c)
+{
+	json_t *env = json_loads(v->env_json ? v->env_json : "{}", 0, NULL);
+	const char *k;
+	json_t *val;
+	size_t i;
+
+	memset(c, 0, sizeof(*c));
+	c->args_j = json_loads(v->args_json ? v->args_json : "[]", 0, NULL);
+	c->nargs = json_array_size(c->args_j);
+	c->args = calloc(c->nargs + 1, sizeof(char *));
+	for (i = 0; c->args && i < c->nargs; i++)
+		c->args[i] = json_string_value(json_array_get(c->args_j, i));
+	c->nenv = json_object_size(env);
+	c->env = calloc(c->nenv + 1, sizeof(char *));
+	c->env_storage = calloc(c->nenv + 1, sizeof(char *));
+	i = 0;
+	json_object_foreach(env, k, val) {
+		if (c->env && c->env_storage &&
+		    asprintf(&c->env_storage[i], "%s=%s", k, json_string_value(val)) >= 0) {
+			c->env[i] = c->env_storage[i];
+			i++;
+		}
+	}
+	c->nenv = i;
+	json_decref(env);
+}
+
+struct vm_thread_arg {
+	struct sched *s;
+	struct pool *p;
+	bool prewarm;
+};
+
+/* Boots (or restores) a VM and brings its agent to Ready. */
+static int vm_start(struct sched *s, struct pool *p, struct hearth_vm **vmp,
+		    struct agent_conn **connp, uint64_t *boot_us, uint64_t *init_us, char *err,
+		    size_t errlen)
+{
+	struct hearth_vm_spec spec = {
+		.kernel = s->cfg.kernel,
+		.initrd = p->ver.image_path,
+		.memory_mb = p->ver.memory_mb,
+		.vcpus = 1,
+	};
+	struct agent_config ac = { 0 };
+	struct vm_conf vc;
+	uint8_t seed[32];
+	int64_t t0 = mono_us();
+	int rc;
+
+	pthread_mutex_lock(p->eng_mu);
+	rc = hearth_vm_create(p->eng, &spec, vmp, err, errlen);
+	pthread_mutex_unlock(p->eng_mu);
+	if (rc)
+		return rc;
+	rc = hearth_vm_connect(*vmp, s->cfg.boot_timeout_ms, connp, err, errlen);
+	if (rc)
+		return rc;
+	rc = agent_hello(*connp, s->cfg.boot_timeout_ms, NULL);
+	if (rc) {
+		snprintf(err, errlen, "agent hello: %s", agent_strerror(rc));
+		return -EIO;
+	}
+	/* Clones must not share RNG state: fresh host entropy before anything else. */
+	if (RAND_bytes(seed, sizeof(seed)) != 1 ||
+	    (rc = agent_reseed(*connp, seed, sizeof(seed), 10000)) != 0) {
+		snprintf(err, errlen, "agent reseed failed");
+		return -EIO;
+	}
+	*boot_us = (uint64_t)(mono_us() - t0);
+	vm_conf_build(&p->ver, &vc);
+	ac.handler = p->ver.handler;
+	ac.args = vc.args;
+	ac.nargs = vc.nargs;
+	ac.env = vc.env;
+	ac.nenv = vc.nenv;
+	ac.workdir = "/var/task";
+	ac.timeout_ms = p->ver.timeout_ms;
+	ac.init = p->ver.init[0] ? p->ver.init : NULL;
+	rc = agent_configure(*connp, &ac, s->cfg.boot_timeout_ms + 60000, init_us);
+	vm_conf_free(&vc);
+	if (rc) {
+		snprintf(err, errlen, "agent configure: %s%s%s", agent_strerror(rc),
+			 rc == AGENT_EREMOTE ? ": " : "",
+			 rc == AGENT_EREMOTE ? agent_last_error(*connp) : "");
+		return -EIO;
+	}
+	return 0;
+}
+
+static void vm_stop(struct pool *p, struct hearth_vm *vm, struct agent_conn *conn)
+{
+	char err[256];
+
+	agent_close(conn);
+	if (!vm)
+		return;
+	pthread_mutex_lock(p->eng_mu);
+	if (hearth_vm_destroy(vm, err, sizeof(err)))
+		hlog_warn("sched", "destroying a VM of %s v%d: %s", p->ver.name, p->ver.version, err);
+	pthread_mutex_unlock(p->eng_mu);
+}
+
+static const char *status_name(int st)
+{
+	switch (st) {
+	case AGENT_INVOKE_OK: return "Success";
+	case AGENT_INVOKE_FUNCTION_ERROR: return "FunctionError";
+	case AGENT_INVOKE_CRASHED: return "Crashed";
+	case AGENT_INVOKE_TIMEOUT: return "Timeout";
+	case AGENT_INVOKE_RESPONSE_TOO_LARGE: return "ResponseTooLarge";
+	default: return "PlatformError";
+	}
+}
+
+static void *vm_thread(void *arg)
+{
+	struct vm_thread_arg *a = arg;
+	struct sched *s = a->s;
+	struct pool *p = a->p;
+	bool prewarm = a->prewarm, first = true, broken = false;
+	struct hearth_vm *vm = NULL;
+	struct agent_conn *conn = NULL;
+	uint64_t boot_us = 0, init_us = 0;
+	char err[512] = "";
+	int rc;
+
+	free(a);
+	rc = vm_start(s, p, &vm, &conn, &boot_us, &init_us, err, sizeof(err));
+	pthread_mutex_lock(&s->mu);
+	p->nbooting--;
+	if (rc) {
+		struct invocation *inv;
+
+		hlog_error("sched", "VM for %s v%d failed to start: %s", p->ver.name, p->ver.version, err);
+		s->total_vms--;
+		/*
+		 * This VM was started for the invocation at the head of the queue:
+		 * fail it. If no other VM is alive or coming, fail the rest too
+		 * rather than let them wait forever.
+		 */
+		if (!prewarm && (inv = pop(p))) {
+			pthread_mutex_unlock(&s->mu);
+			fail_inv(inv, 503, "VMStartFailed", "function VM failed to start: %s", err);
+			pthread_mutex_lock(&s->mu);
+		}
+		while (p->nvms == 0 && p->nbooting == 0 && (inv = pop(p))) {
+			pthread_mutex_unlock(&s->mu);
+			fail_inv(inv, 503, "VMStartFailed", "function VM failed to start: %s", err);
+			pthread_mutex_lock(&s->mu);
+		}
+		pthread_mutex_unlock(&s->mu);
+		vm_stop(p, vm, conn);
+		goto out;
+	}
+	p->nvms++;
+	metrics_vms(1);
+	hlog_debug("sched", "VM up for %s v%d (%s in %llu us, init %llu us)", p->ver.name,
+		   p->ver.version, hearth_vm_name(vm), (unsigned long long)boot_us,
+		   (unsigned long long)init_us);
+	for (;;) {
+		struct invocation *inv;
+		int64_t idle_since = mono_us();
+
+		while (!p->dead && !s->stopping && !p->qhead) {
+			int64_t deadline = idle_since + s->cfg.keep_warm_ms * 1000;
+			struct timespec ts;
+			int64_t wall = wall_us() + (deadline - mono_us());
+
+			ts.tv_sec = wall / 1000000;
+			ts.tv_nsec = (wall % 1000000) * 1000;
+			p->nidle++;
+			rc = pthread_cond_timedwait(&p->cond, &s->mu, &ts);
+			p->nidle--;
+			if (rc == ETIMEDOUT && !p->qhead && mono_us() >= deadline &&
+			    p->nvms > p->provisioned)
+				break;
+			if (rc == ETIMEDOUT && mono_us() >= deadline)
+				idle_since = mono_us(); /* provisioned: stay */
+		}
+		if (p->dead || s->stopping || !p->qhead)
+			break;
+		inv = pop(p);
+		pthread_mutex_unlock(&s->mu);
+
+		if (first && !prewarm) {
+			inv->cold = true;
+			inv->cold_path = "boot";
+			inv->boot_us = boot_us;
+			inv->init_us = init_us;
+			metrics_cold_start(boot_us, init_us);
+		}
+		first = false;
+		metrics_concurrency(1);
+		inv->start_wall_us = wall_us();
+		rc = agent_invoke(conn, inv->request_id, inv->payload, inv->payload_len, 0,
+				  (int)p->ver.timeout_ms + 10000, &inv->res);
+		inv->end_wall_us = wall_us();
+		metrics_concurrency(-1);
+		if (rc) {
+			broken = true;
+			hlog_error("sched", "agent of %s failed during %s: %s; replacing the VM",
+				   hearth_vm_name(vm), inv->request_id, agent_strerror(rc));
+			inv->outcome = INV_PLATFORM_ERROR;
+			inv->http_status = 502;
+			snprintf(inv->error_code, sizeof(inv->error_code), "AgentFailed");
+			snprintf(inv->error, sizeof(inv->error),
+				 "the function VM stopped responding (%s); it has been replaced",
+				 agent_strerror(rc));
+			metrics_invocation("PlatformError", 0, false, true);
+		} else {
+			inv->outcome = INV_OK;
+			metrics_invocation(status_name(inv->res.status), inv->res.duration_us,
+					   inv->res.status != AGENT_INVOKE_OK, false);
+		}
+		inv->done(inv);
+		pthread_mutex_lock(&s->mu);
+		if (broken)
+			break;
+	}
+	p->nvms--;
+	s->total_vms--;
+	metrics_vms(-1);
+	pthread_mutex_unlock(&s->mu);
+	vm_stop(p, vm, conn);
+	hlog_debug("sched", "VM of %s v%d gone", p->ver.name, p->ver.version);
+out:
+	pthread_mutex_lock(&s->mu);
+	s->threads--;
+	pthread_cond_broadcast(&s->all_gone);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* Called with s->mu held. */
+static int spawn_vm(struct sched *s, struct pool *p, bool prewarm)
+{
+	struct vm_thread_arg *a = malloc(sizeof(*a));
+	pthread_attr_t attr;
+	pthread_t t;
+
+	if (!a)
+		return -ENOMEM;
+	a->s = s;
+	a->p = p;
+	a->prewarm = prewarm;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	if (pthread_create(&t, &attr, vm_thread, a)) {
+		pthread_attr_destroy(&attr);
+		free(a);
+		return -EAGAIN;
+	}
+	pthread_attr_destroy(&attr);
+	p->nbooting++;
+	s->total_vms++;
+	s->threads++;
+	return 0;
+}
+
+/* Called with s->mu held. */
+static struct pool *pool_get(struct sched *s, const struct fn_version *v)
+{
+	struct pool *p;
+	struct hearth_engine *e;
+
+	for (p = s->pools; p; p = p->next)
+		if (p->version_id == v->id && !p->dead)
+			return p;
+	e = sched_engine_for(s, v->engine);
+	if (!e)
+		return NULL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->version_id = v->id;
+	p->ver = *v;
+	p->ver.args_json = strdup(v->args_json ? v->args_json : "[]");
+	p->ver.env_json = strdup(v->env_json ? v->env_json : "{}");
+	p->eng = e;
+	p->eng_mu = engine_lock_for(s, e);
+	pthread_cond_init(&p->cond, NULL);
+	p->next = s->pools;
+	s->pools = p;
+	return p;
+}
+
+void sched_submit(struct sched *s, struct invocation *inv)
+{
+	struct pool *p;
+
+	inv->queued_mono_us = mono_us();
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping) {
+		pthread_mutex_unlock(&s->mu);
+		fail_inv(inv, 503, "ShuttingDown", "hearthd is shutting down");
+		return;
+	}
+	p = pool_get(s, &inv->ver);
+	if (!p) {
+		pthread_mutex_unlock(&s->mu);
+		fail_inv(inv, 503, "EngineUnavailable", "engine '%s' is not enabled on this host",
+			 inv->ver.engine);
+		return;
+	}
+	if (p->nidle == 0 && p->nbooting <= p->nqueued && s->total_vms >= s->cfg.max_vms &&
+	    p->nvms == 0) {
+		pthread_mutex_unlock(&s->mu);
+		metrics_throttle();
+		fail_inv(inv, 429, "HostCapacityExceeded",
+			 "the host runs its maximum of %d VMs; retry later", s->cfg.max_vms);
+		return;
+	}
+	if (p->qtail)
+		p->qtail->next = inv;
+	else
+		p->qhead = inv;
+	p->qtail = inv;
+	p->nqueued++;
+	if (p->nidle > 0)
+		pthread_cond_signal(&p->cond);
+	else if (p->nbooting < p->nqueued && s->total_vms < s->cfg.max_vms)
+		spawn_vm(s, p, false);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void sched_drop_versions(struct sched *s, const int64_t *ids, size_t n)
+{
+	pthread_mutex_lock(&s->mu);
+	for (struct pool *p = s->pools; p; p = p->next) {
+		for (size_t i = 0; i < n; i++) {
+			if (p->version_id != ids[i] || p->dead)
+				continue;
+			p->dead = true;
+			pthread_cond_broadcast(&p->cond);
+			struct invocation *inv;
+			while ((inv = pop(p))) {
+				pthread_mutex_unlock(&s->mu);
+				fail_inv(inv, 410, "FunctionDeleted", "the function was deleted");
+				pthread_mutex_lock(&s->mu);
+			}
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+int sched_prewarm(struct sched *s, const struct fn_version *v, int count)
+{
+	struct pool *p;
+	int started = 0;
+
+	pthread_mutex_lock(&s->mu);
+	p = pool_get(s, v);
+	while (p && !s->stopping && p->nvms + p->nbooting < count && s->total_vms < s->cfg.max_vms &&
+	       spawn_vm(s, p, true) == 0)
+		started++;
+	pthread_mutex_unlock(&s->mu);
+	return started;
+}
+
+void sched_reconcile(struct sched *s)
+{
+	int64_t *ids;
+	int *counts;
+	size_t n;
+
+	store_provisioned_list(s->store, &ids, &counts, &n);
+	pthread_mutex_lock(&s->mu);
+	for (struct pool *p = s->pools; p; p = p->next) {
+		int want = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if (ids[i] == p->version_id)
+				want = counts[i];
+		if (p->provisioned != want) {
+			p->provisioned = want;
+			pthread_cond_broadcast(&p->cond); /* surplus VMs re-check their TTL */
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	for (size_t i = 0; i < n; i++) {
+		struct fn_version v;
+
+		if (store_version_by_id(s->store, ids[i], &v) == 0) {
+			pthread_mutex_lock(&s->mu);
+			struct pool *p = pool_get(s, &v);
+			if (p)
+				p->provisioned = counts[i];
+			pthread_mutex_unlock(&s->mu);
+			sched_prewarm(s, &v, counts[i]);
+			fn_version_free(&v);
+		}
+	}
+	free(ids);
+	free(counts);
+}
+
+static void *keeper_thread(void *arg)
+{
+	struct sched *s = arg;
+
+	pthread_mutex_lock(&s->mu);
+	while (!s->stopping) {
+		struct timespec ts;
+		int64_t w = wall_us() + 1000000;
+
+		ts.tv_sec = w / 1000000;
+		ts.tv_nsec = (w % 1000000) * 1000;
+		pthread_cond_timedwait(&s->keeper_cond, &s->mu, &ts);
+		if (s->stopping)
+			break;
+		pthread_mutex_unlock(&s->mu);
+		sched_reconcile(s);
+		pthread_mutex_lock(&s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+void sched_stats(struct sched *s, int64_t version_id, struct sched_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&s->mu);
+	for (struct pool *p = s->pools; p; p = p->next) {
+		if (version_id && p->version_id != version_id)
+			continue;
+		st->vms += p->nvms;
+		st->idle += p->nidle;
+		st->booting += p->nbooting;
+		st->queued += p->nqueued;
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+int sched_create(const struct sched_config *cfg, const struct sched_engines *engines,
+		 struct store *store, struct sched **out)
+{
+	struct sched *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->cfg = *cfg;
+	if (s->cfg.keep_warm_ms <= 0)
+		s->cfg.keep_warm_ms = 10 * 60 * 1000;
+	if (s->cfg.max_vms <= 0)
+		s->cfg.max_vms = 64;
+	if (s->cfg.boot_timeout_ms <= 0)
+		s->cfg.boot_timeout_ms = 60000;
+	s->eng = *engines;
+	s->store = store;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->eng_mu_libvirt, NULL);
+	pthread_mutex_init(&s->eng_mu_process, NULL);
+	pthread_cond_init(&s->all_gone, NULL);
+	pthread_cond_init(&s->keeper_cond, NULL);
+	if (pthread_create(&s->keeper, NULL, keeper_thread, s)) {
+		free(s);
+		return -EAGAIN;
+	}
+	*out = s;
+	return 0;
+}
+
+void sched_destroy(struct sched *s)
+{
+	struct pool *p, *next;
+
+	pthread_mutex_lock(&s->mu);
+	s->stopping = true;
+	pthread_cond_broadcast(&s->keeper_cond);
+	for (p = s->pools; p; p = p->next) {
+		struct invocation *inv;
+
+		pthread_cond_broadcast(&p->cond);
+		while ((inv = pop(p))) {
+			pthread_mutex_unlock(&s->mu);
+			fail_inv(inv, 503, "ShuttingDown", "hearthd is shutting down");
+			pthread_mutex_lock(&s->mu);
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->keeper, NULL);
+	pthread_mutex_lock(&s->mu);
+	while (s->threads > 0)
+		pthread_cond_wait(&s->all_gone, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	for (p = s->pools; p; p = next) {
+		next = p->next;
+		fn_version_free(&p->ver);
+		pthread_cond_destroy(&p->cond);
+		free(p);
+	}
+	free(s);
+}

@@ -1,0 +1,106 @@
+/*
+ * scheduler.h - hearthd's scheduler: warm pools of function VMs.
+ *
+ * Each function version has a pool. A VM serves one invocation at a time.
+ * sched_submit() queues an invocation on its version's pool; an idle VM of
+ * the pool takes it, or, when none is idle, a new VM is started (a cold
+ * start: restore from the version's snapshot where the engine can clone,
+ * else a boot). A VM idle for longer than the keep-warm TTL is destroyed, so
+ * functions scale to zero; a function's provisioned count of VMs is kept up
+ * at all times. Every VM thread owns its VM and its agent connection; the
+ * engine itself is called under a per-engine lock.
+ *
+ * A VM whose agent dies (connection lost, no answer within the deadline) is
+ * destroyed and replaced on demand; the invocation it was running fails with
+ * a platform error.
+ *
+ * Completion: the invocation's done() callback runs on the VM thread (or on
+ * the submitting thread when the invocation fails before reaching a VM).
+ */
+#ifndef HEARTH_DAEMON_SCHEDULER_H
+#define HEARTH_DAEMON_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent_client.h"
+#include "engine.h"
+#include "store.h"
+
+struct sched;
+
+struct sched_config {
+	const char *kernel;          /* guest kernel for engines that boot one */
+	int64_t keep_warm_ms;        /* idle VM lifetime; default 10 minutes */
+	int max_vms;                 /* host-wide cap on VMs */
+	int boot_timeout_ms;         /* boot + agent Ready */
+};
+
+/* Engines by kind; NULL when not enabled on this host. */
+struct sched_engines {
+	struct hearth_engine *libvirt;
+	struct hearth_engine *process;
+	struct hearth_engine *dflt;  /* the "auto" choice */
+};
+
+enum inv_outcome {
+	INV_OK = 0,          /* the handler ran; see res.status for function errors */
+	INV_PLATFORM_ERROR,  /* no result: VM failed to start, agent died, ... */
+};
+
+struct invocation {
+	char request_id[64];
+	struct fn_version ver;       /* a copy; owned by the invocation */
+	const uint8_t *payload;
+	size_t payload_len;
+	bool async;
+
+	/* filled by the scheduler */
+	enum inv_outcome outcome;
+	int http_status;             /* for platform errors */
+	char error_code[48];
+	char error[256];
+	struct agent_result res;
+	bool cold;
+	const char *cold_path;       /* "boot" or "restore" */
+	uint64_t boot_us, init_us;
+	int64_t start_wall_us, end_wall_us;
+	int64_t queued_mono_us;
+
+	void (*done)(struct invocation *inv);
+	void *arg;
+	struct invocation *next;
+};
+
+int sched_create(const struct sched_config *cfg, const struct sched_engines *engines,
+		 struct store *store, struct sched **out);
+/* Stops every VM thread and destroys every VM. */
+void sched_destroy(struct sched *s);
+
+/* Picks the engine for a version's engine name ("auto", "libvirt", "process"). */
+struct hearth_engine *sched_engine_for(struct sched *s, const char *name);
+
+/* Queues inv; inv->done() is called exactly once, possibly before this returns. */
+void sched_submit(struct sched *s, struct invocation *inv);
+
+/* Destroys the pools (and VMs) of these versions; queued invocations fail. */
+void sched_drop_versions(struct sched *s, const int64_t *ids, size_t n);
+
+/*
+ * Starts VMs for a version until it has at least `count` (prewarm); returns
+ * how many were started. Used for provisioned concurrency and `prewarm`.
+ */
+int sched_prewarm(struct sched *s, const struct fn_version *v, int count);
+
+/* Re-reads provisioned counts from the store and tops pools up (called periodically). */
+void sched_reconcile(struct sched *s);
+
+struct sched_stats {
+	int vms, idle, booting, queued;
+};
+void sched_stats(struct sched *s, int64_t version_id, struct sched_stats *st);
+
+int64_t mono_us(void);
+int64_t wall_us(void);
+
+#endif

@@ -1,0 +1,766 @@
+/*
+ * store.c - SQLite state of hearthd; see store.h.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+
+struct store {
+	sqlite3 *db;
+	pthread_mutex_t mu;
+};
+
+static const char *const schema =
+	"PRAGMA foreign_keys=ON;"
+	"CREATE TABLE IF NOT EXISTS tenants("
+	"  id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created_at INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS api_keys("
+	"  key_id TEXT PRIMARY KEY, tenant_id INTEGER REFERENCES tenants(id) ON DELETE CASCADE,"
+	"  hash BLOB NOT NULL, created_at INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS functions("
+	"  id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+	"  name TEXT NOT NULL, latest INTEGER NOT NULL DEFAULT 0, provisioned INTEGER NOT NULL DEFAULT 0,"
+	"  created_at INTEGER NOT NULL, UNIQUE(tenant_id, name));"
+	"CREATE TABLE IF NOT EXISTS versions("
+	"  id INTEGER PRIMARY KEY, function_id INTEGER NOT NULL REFERENCES functions(id) ON DELETE CASCADE,"
+	"  version INTEGER NOT NULL, image_sha256 TEXT NOT NULL, image_path TEXT NOT NULL,"
+	"  handler TEXT NOT NULL, args TEXT NOT NULL, env TEXT NOT NULL, init TEXT NOT NULL,"
+	"  memory_mb INTEGER NOT NULL, timeout_ms INTEGER NOT NULL, engine TEXT NOT NULL,"
+	"  package_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, UNIQUE(function_id, version));"
+	"CREATE TABLE IF NOT EXISTS invocations("
+	"  request_id TEXT NOT NULL, attempt INTEGER NOT NULL, tenant_id INTEGER NOT NULL,"
+	"  version_id INTEGER NOT NULL,"
+	"  function TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL,"
+	"  start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, duration_us INTEGER NOT NULL,"
+	"  billed_ms INTEGER NOT NULL, memory_mb INTEGER NOT NULL, max_rss_kb INTEGER NOT NULL,"
+	"  cold INTEGER NOT NULL, init_ms INTEGER NOT NULL, boot_ms INTEGER NOT NULL,"
+	"  status TEXT NOT NULL, error TEXT, logs BLOB, PRIMARY KEY(request_id, attempt));"
+	"CREATE INDEX IF NOT EXISTS invocations_by_fn ON invocations(tenant_id, function, start_us);"
+	"CREATE TABLE IF NOT EXISTS async_queue("
+	"  request_id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL, version_id INTEGER NOT NULL,"
+	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,"
+	"  next_at_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, last_error TEXT);"
+	"CREATE INDEX IF NOT EXISTS async_due ON async_queue(state, next_at_ms);"
+	"CREATE TABLE IF NOT EXISTS dead_letters("
+	"  request_id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL, function TEXT NOT NULL,"
+	"  version INTEGER NOT NULL, payload BLOB NOT NULL, attempts INTEGER NOT NULL,"
+	"  reason TEXT NOT NULL, failed_ms INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS snapshots("
+	"  version_id INTEGER NOT NULL, engine TEXT NOT NULL, kernel_id TEXT NOT NULL,"
+	"  vmm_version TEXT NOT NULL, shape TEXT NOT NULL, mem_path TEXT NOT NULL,"
+	"  state_path TEXT NOT NULL, created_at INTEGER NOT NULL,"
+	"  PRIMARY KEY(version_id, engine, kernel_id, vmm_version, shape));";
+
+int store_open(const char *path, struct store **out)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	char *err = NULL;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->mu, NULL);
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+			    SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+		hlog_error("store", "open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "no memory");
+		store_close(s);
+		return -EIO;
+	}
+	sqlite3_busy_timeout(s->db, 5000);
+	if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+			 &err) != SQLITE_OK ||
+	    sqlite3_exec(s->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+		hlog_error("store", "schema: %s", err ? err : "?");
+		sqlite3_free(err);
+		store_close(s);
+		return -EIO;
+	}
+	*out = s;
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+/*
+ * Prepares sql and binds arguments described by fmt: i = int64, t = text
+ * (NULL allowed), b = blob (pointer, size_t length), n = NULL (no argument).
+ * The caller holds s->mu.
+ */
+static sqlite3_stmt *prep(struct store *s, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int i = 1;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		hlog_error("store", "prepare: %s (%s)", sqlite3_errmsg(s->db), sql);
+		return NULL;
+	}
+	va_start(ap, fmt);
+	for (const char *f = fmt; f && *f; f++, i++) {
+		if (*f == 'i') {
+			sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+		} else if (*f == 't') {
+			const char *t = va_arg(ap, const char *);
+
+			if (t)
+				sqlite3_bind_text(st, i, t, -1, SQLITE_TRANSIENT);
+			else
+				sqlite3_bind_null(st, i);
+		} else if (*f == 'n') {
+			sqlite3_bind_null(st, i);
+		} else if (*f == 'b') {
+			const void *p = va_arg(ap, const void *);
+			size_t n = va_arg(ap, size_t);
+
+			sqlite3_bind_blob64(st, i, p ? p : "", n, SQLITE_TRANSIENT);
+		}
+	}
+	va_end(ap);
+	return st;
+}
+
+/* Runs a statement that returns no rows; maps constraint failures to -EEXIST. */
+static int run(struct store *s, sqlite3_stmt *st)
+{
+	int rc;
+
+	if (!st)
+		return -EIO;
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if (rc == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	hlog_error("store", "step: %s", sqlite3_errmsg(s->db));
+	return -EIO;
+}
+
+static void lock(struct store *s) { pthread_mutex_lock(&s->mu); }
+static void unlock(struct store *s) { pthread_mutex_unlock(&s->mu); }
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static void copy_col(sqlite3_stmt *st, int col, char *dst, size_t n)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+
+	snprintf(dst, n, "%s", t ? (const char *)t : "");
+}
+
+/* Turns every row of st into a JSON object keyed by column name. */
+static json_t *rows_json(sqlite3_stmt *st)
+{
+	json_t *arr = json_array();
+
+	while (st && sqlite3_step(st) == SQLITE_ROW) {
+		json_t *o = json_object();
+
+		for (int c = 0; c < sqlite3_column_count(st); c++) {
+			const char *name = sqlite3_column_name(st, c);
+
+			switch (sqlite3_column_type(st, c)) {
+			case SQLITE_INTEGER:
+				json_object_set_new(o, name, json_integer(sqlite3_column_int64(st, c)));
+				break;
+			case SQLITE_NULL:
+				json_object_set_new(o, name, json_null());
+				break;
+			case SQLITE_BLOB: {
+				/* Logs and payloads: shown as text with invalid UTF-8 replaced. */
+				int n = sqlite3_column_bytes(st, c);
+				const char *p = sqlite3_column_blob(st, c);
+				json_t *v = json_stringn(p ? p : "", (size_t)n);
+
+				if (!v) {
+					char *t = malloc((size_t)n + 1);
+
+					for (int k = 0; t && k < n; k++)
+						t[k] = (p[k] & 0x80) ? '?' : p[k];
+					if (t)
+						t[n] = 0;
+					v = json_stringn(t ? t : "", t ? (size_t)n : 0);
+					free(t);
+				}
+				json_object_set_new(o, name, v);
+				break;
+			}
+			default:
+				json_object_set_new(o, name,
+						    json_string((const char *)sqlite3_column_text(st, c)));
+			}
+		}
+		json_array_append_new(arr, o);
+	}
+	if (st)
+		sqlite3_finalize(st);
+	return arr;
+}
+
+/* ---- tenants and keys ---------------------------------------------------- */
+
+int store_tenant_create(struct store *s, const char *name, int64_t *id)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "INSERT INTO tenants(name, created_at) VALUES(?, ?)", "ti", name, now_s()));
+	if (rc == 0 && id)
+		*id = sqlite3_last_insert_rowid(s->db);
+	unlock(s);
+	return rc;
+}
+
+int store_tenant_id(struct store *s, const char *name, int64_t *id)
+{
+	sqlite3_stmt *st;
+	int rc = -ENOENT;
+
+	lock(s);
+	st = prep(s, "SELECT id FROM tenants WHERE name = ?", "t", name);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		*id = sqlite3_column_int64(st, 0);
+		rc = 0;
+	}
+	sqlite3_finalize(st);
+	unlock(s);
+	return rc;
+}
+
+int store_tenant_delete(struct store *s, const char *name)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "DELETE FROM tenants WHERE name = ?", "t", name));
+	if (rc == 0 && sqlite3_changes(s->db) == 0)
+		rc = -ENOENT;
+	unlock(s);
+	return rc;
+}
+
+json_t *store_tenant_list(struct store *s)
+{
+	json_t *j;
+
+	lock(s);
+	j = rows_json(prep(s, "SELECT t.name, t.created_at, "
+			      "(SELECT COUNT(*) FROM functions f WHERE f.tenant_id = t.id) AS functions "
+			      "FROM tenants t ORDER BY t.name", NULL));
+	unlock(s);
+	return j;
+}
+
+int store_key_add(struct store *s, const char *key_id, int64_t tenant_id, const uint8_t *hash)
+{
+	int rc;
+
+	lock(s);
+	if (tenant_id)
+		rc = run(s, prep(s, "INSERT INTO api_keys(key_id, tenant_id, hash, created_at)"
+				    " VALUES(?,?,?,?)", "tibi", key_id, tenant_id, hash, (size_t)32, now_s()));
+	else /* an admin key belongs to no tenant */
+		rc = run(s, prep(s, "INSERT INTO api_keys(key_id, tenant_id, hash, created_at)"
+				    " VALUES(?,?,?,?)", "tnbi", key_id, hash, (size_t)32, now_s()));
+	unlock(s);
+	return rc;
+}
+
+int store_key_get(struct store *s, const char *key_id, uint8_t *hash, int64_t *tenant_id,
+		  char *tenant_name, size_t namelen)
+{
+	sqlite3_stmt *st;
+	int rc = -ENOENT;
+
+	lock(s);
+	st = prep(s, "SELECT k.hash, IFNULL(k.tenant_id, 0), IFNULL(t.name, '') FROM api_keys k "
+		     "LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.key_id = ?", "t", key_id);
+	if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
+		memcpy(hash, sqlite3_column_blob(st, 0), 32);
+		*tenant_id = sqlite3_column_int64(st, 1);
+		copy_col(st, 2, tenant_name, namelen);
+		rc = 0;
+	}
+	sqlite3_finalize(st);
+	unlock(s);
+	return rc;
+}
+
+int store_key_delete(struct store *s, const char *key_id, int64_t tenant_id)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "DELETE FROM api_keys WHERE key_id = ? AND tenant_id = ?", "ti", key_id,
+			 tenant_id));
+	if (rc == 0 && sqlite3_changes(s->db) == 0)
+		rc = -ENOENT;
+	unlock(s);
+	return rc;
+}
+
+json_t *store_key_list(struct store *s, int64_t tenant_id)
+{
+	json_t *j;
+
+	lock(s);
+	j = rows_json(prep(s, "SELECT key_id, created_at FROM api_keys WHERE tenant_id = ? "
+			      "ORDER BY created_at", "i", tenant_id));
+	unlock(s);
+	return j;
+}
+
+bool store_has_admin_key(struct store *s)
+{
+	sqlite3_stmt *st;
+	bool has = false;
+
+	lock(s);
+	st = prep(s, "SELECT 1 FROM api_keys WHERE tenant_id IS NULL", NULL);
+	has = st && sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	unlock(s);
+	return has;
+}
+
+/* ---- functions and versions ---------------------------------------------- */
+
+void fn_version_free(struct fn_version *v)
+{
+	free(v->args_json);
+	free(v->env_json);
+	v->args_json = v->env_json = NULL;
+}
+
+int store_version_add(struct store *s, struct fn_version *v)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	lock(s);
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		unlock(s);
+		return -EIO;
+	}
+	rc = run(s, prep(s, "INSERT OR IGNORE INTO functions(tenant_id, name, created_at) VALUES(?,?,?)",
+			 "iti", v->tenant_id, v->name, now_s()));
+	if (rc)
+		goto out;
+	st = prep(s, "SELECT id, latest + 1 FROM functions WHERE tenant_id = ? AND name = ?", "it",
+		  v->tenant_id, v->name);
+	if (!st || sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		rc = -EIO;
+		goto out;
+	}
+	v->function_id = sqlite3_column_int64(st, 0);
+	v->version = sqlite3_column_int(st, 1);
+	sqlite3_finalize(st);
+	rc = run(s, prep(s, "INSERT INTO versions(function_id, version, image_sha256, image_path, handler,"
+			    " args, env, init, memory_mb, timeout_ms, engine, package_bytes, created_at)"
+			    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", "iittttttiitii",
+			 v->function_id, (int64_t)v->version, v->image_sha256, v->image_path, v->handler,
+			 v->args_json ? v->args_json : "[]", v->env_json ? v->env_json : "{}", v->init,
+			 (int64_t)v->memory_mb, (int64_t)v->timeout_ms, v->engine,
+			 (int64_t)v->package_bytes, now_s()));
+	if (rc)
+		goto out;
+	v->id = sqlite3_last_insert_rowid(s->db);
+	rc = run(s, prep(s, "UPDATE functions SET latest = ? WHERE id = ?", "ii", (int64_t)v->version,
+			 v->function_id));
+out:
+	sqlite3_exec(s->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
+	unlock(s);
+	return rc;
+}
+
+#define VERSION_COLS                                                                          \
+	"v.id, v.function_id, f.tenant_id, f.name, v.version, v.image_sha256, v.image_path,"  \
+	" v.handler, v.args, v.env, v.init, v.memory_mb, v.timeout_ms, v.engine,"            \
+	" v.package_bytes, f.provisioned FROM versions v JOIN functions f ON f.id = v.function_id"
+
+static int fetch_version(sqlite3_stmt *st, struct fn_version *v)
+{
+	int rc = -ENOENT;
+
+	memset(v, 0, sizeof(*v));
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		v->id = sqlite3_column_int64(st, 0);
+		v->function_id = sqlite3_column_int64(st, 1);
+		v->tenant_id = sqlite3_column_int64(st, 2);
+		copy_col(st, 3, v->name, sizeof(v->name));
+		v->version = sqlite3_column_int(st, 4);
+		copy_col(st, 5, v->image_sha256, sizeof(v->image_sha256));
+		copy_col(st, 6, v->image_path, sizeof(v->image_path));
+		copy_col(st, 7, v->handler, sizeof(v->handler));
+		v->args_json = strdup((const char *)sqlite3_column_text(st, 8));
+		v->env_json = strdup((const char *)sqlite3_column_text(st, 9));
+		copy_col(st, 10, v->init, sizeof(v->init));
+		v->memory_mb = (uint32_t)sqlite3_column_int(st, 11);
+		v->timeout_ms = (uint32_t)sqlite3_column_int(st, 12);
+		copy_col(st, 13, v->engine, sizeof(v->engine));
+		v->package_bytes = (uint64_t)sqlite3_column_int64(st, 14);
+		v->provisioned = sqlite3_column_int(st, 15);
+		rc = 0;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int store_version_get(struct store *s, int64_t tenant_id, const char *name, int version,
+		      struct fn_version *v)
+{
+	int rc;
+
+	lock(s);
+	if (version > 0)
+		rc = fetch_version(prep(s, "SELECT " VERSION_COLS " WHERE f.tenant_id = ? AND f.name = ?"
+					   " AND v.version = ?", "iti", tenant_id, name, (int64_t)version), v);
+	else
+		rc = fetch_version(prep(s, "SELECT " VERSION_COLS " WHERE f.tenant_id = ? AND f.name = ?"
+					   " AND v.version = f.latest", "it", tenant_id, name), v);
+	unlock(s);
+	return rc;
+}
+
+int store_version_by_id(struct store *s, int64_t version_id, struct fn_version *v)
+{
+	int rc;
+
+	lock(s);
+	rc = fetch_version(prep(s, "SELECT " VERSION_COLS " WHERE v.id = ?", "i", version_id), v);
+	unlock(s);
+	return rc;
+}
+
+json_t *store_function_list(struct store *s, int64_t tenant_id)
+{
+	json_t *j;
+
+	lock(s);
+	j = rows_json(prep(s, "SELECT f.name, f.latest AS latest_version, f.provisioned,"
+			      " v.memory_mb, v.timeout_ms, v.engine, v.image_sha256, f.created_at"
+			      " FROM functions f JOIN versions v ON v.function_id = f.id AND"
+			      " v.version = f.latest WHERE f.tenant_id = ? ORDER BY f.name", "i",
+			   tenant_id));
+	unlock(s);
+	return j;
+}
+
+json_t *store_function_get(struct store *s, int64_t tenant_id, const char *name)
+{
+	json_t *fn, *versions;
+
+	lock(s);
+	fn = rows_json(prep(s, "SELECT name, latest AS latest_version, provisioned, created_at"
+			       " FROM functions WHERE tenant_id = ? AND name = ?", "it", tenant_id, name));
+	if (json_array_size(fn) == 0) {
+		json_decref(fn);
+		unlock(s);
+		return NULL;
+	}
+	versions = rows_json(prep(s, "SELECT v.version, v.image_sha256, v.handler, v.memory_mb,"
+				     " v.timeout_ms, v.engine, v.package_bytes, v.created_at"
+				     " FROM versions v JOIN functions f ON f.id = v.function_id"
+				     " WHERE f.tenant_id = ? AND f.name = ? ORDER BY v.version", "it",
+				  tenant_id, name));
+	unlock(s);
+	json_t *o = json_incref(json_array_get(fn, 0));
+
+	json_decref(fn);
+	json_object_set_new(o, "versions", versions);
+	return o;
+}
+
+int store_function_delete(struct store *s, int64_t tenant_id, const char *name, int64_t **ids,
+			  size_t *nids)
+{
+	sqlite3_stmt *st;
+	size_t n = 0, cap = 16;
+	int64_t *v = malloc(cap * sizeof(*v));
+	int rc;
+
+	*ids = NULL;
+	*nids = 0;
+	lock(s);
+	st = prep(s, "SELECT v.id FROM versions v JOIN functions f ON f.id = v.function_id"
+		     " WHERE f.tenant_id = ? AND f.name = ?", "it", tenant_id, name);
+	while (st && v && sqlite3_step(st) == SQLITE_ROW) {
+		if (n == cap) {
+			int64_t *nv = realloc(v, (cap *= 2) * sizeof(*v));
+
+			if (!nv)
+				break;
+			v = nv;
+		}
+		v[n++] = sqlite3_column_int64(st, 0);
+	}
+	sqlite3_finalize(st);
+	rc = run(s, prep(s, "DELETE FROM functions WHERE tenant_id = ? AND name = ?", "it", tenant_id,
+			 name));
+	if (rc == 0 && sqlite3_changes(s->db) == 0)
+		rc = -ENOENT;
+	unlock(s);
+	if (rc) {
+		free(v);
+		return rc;
+	}
+	*ids = v;
+	*nids = n;
+	return 0;
+}
+
+int store_function_set_provisioned(struct store *s, int64_t tenant_id, const char *name, int n)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "UPDATE functions SET provisioned = ? WHERE tenant_id = ? AND name = ?",
+			 "iit", (int64_t)n, tenant_id, name));
+	if (rc == 0 && sqlite3_changes(s->db) == 0)
+		rc = -ENOENT;
+	unlock(s);
+	return rc;
+}
+
+int store_provisioned_list(struct store *s, int64_t **ids, int **counts, size_t *n)
+{
+	sqlite3_stmt *st;
+	size_t k = 0, cap = 0;
+
+	*ids = NULL;
+	*counts = NULL;
+	lock(s);
+	st = prep(s, "SELECT v.id, f.provisioned FROM functions f JOIN versions v ON"
+		     " v.function_id = f.id AND v.version = f.latest WHERE f.provisioned > 0", NULL);
+	while (st && sqlite3_step(st) == SQLITE_ROW) {
+		if (k == cap) {
+			cap = cap ? cap * 2 : 16;
+			*ids = realloc(*ids, cap * sizeof(**ids));
+			*counts = realloc(*counts, cap * sizeof(**counts));
+		}
+		(*ids)[k] = sqlite3_column_int64(st, 0);
+		(*counts)[k] = sqlite3_column_int(st, 1);
+		k++;
+	}
+	sqlite3_finalize(st);
+	unlock(s);
+	*n = k;
+	return 0;
+}
+
+int store_function_count(struct store *s, int64_t tenant_id, int64_t *n)
+{
+	sqlite3_stmt *st;
+
+	lock(s);
+	st = prep(s, "SELECT COUNT(*) FROM functions WHERE tenant_id = ?", "i", tenant_id);
+	*n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	unlock(s);
+	return 0;
+}
+
+/* ---- invocations ---------------------------------------------------------- */
+
+static int invocation_insert(struct store *s, const struct inv_record *r)
+{
+	return run(s, prep(s, "INSERT INTO invocations(request_id, attempt, tenant_id, version_id, function,"
+			    " version, kind, start_us, end_us, duration_us, billed_ms, memory_mb,"
+			    " max_rss_kb, cold, init_ms, boot_ms, status, error, logs)"
+			    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", "tiiitit" "iiiiiiiii" "ttb",
+			 r->request_id, (int64_t)r->attempt, r->tenant_id, r->version_id, r->function, (int64_t)r->version,
+			 r->kind, r->start_us, r->end_us, (int64_t)r->duration_us,
+			 (int64_t)r->billed_ms, (int64_t)r->memory_mb, (int64_t)r->max_rss_kb,
+			 (int64_t)r->cold, (int64_t)r->init_ms, (int64_t)r->boot_ms, r->status,
+			 r->error, r->logs, r->logs_len));
+}
+
+int store_invocation_add(struct store *s, const struct inv_record *r)
+{
+	int rc;
+
+	lock(s);
+	rc = invocation_insert(s, r);
+	unlock(s);
+	return rc;
+}
+
+int store_async_complete(struct store *s, const struct inv_record *r, enum async_action action,
+			 int attempts, int64_t next_ms, const char *error, int64_t now_ms)
+{
+	int rc;
+
+	lock(s);
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		unlock(s);
+		return -EIO;
+	}
+	rc = invocation_insert(s, r);
+	if (rc == 0 && action == ASYNC_SUCCEEDED)
+		rc = run(s, prep(s, "UPDATE async_queue SET state = 'succeeded', attempts = ?,"
+				    " payload = x'' WHERE request_id = ?", "it", (int64_t)attempts,
+				 r->request_id));
+	else if (rc == 0 && action == ASYNC_RETRY)
+		rc = run(s, prep(s, "UPDATE async_queue SET state = 'queued', attempts = ?,"
+				    " next_at_ms = ?, last_error = ? WHERE request_id = ?", "iitt",
+				 (int64_t)attempts, next_ms, error, r->request_id));
+	else if (rc == 0) {
+		rc = run(s, prep(s, "INSERT OR REPLACE INTO dead_letters(request_id, tenant_id, function,"
+				    " version, payload, attempts, reason, failed_ms) SELECT request_id,"
+				    " tenant_id, ?, ?, payload, ?, ?, ? FROM async_queue WHERE request_id = ?",
+				 "tiitit", r->function, (int64_t)r->version, (int64_t)attempts, error,
+				 now_ms, r->request_id));
+		if (rc == 0)
+			rc = run(s, prep(s, "UPDATE async_queue SET state = 'dead', attempts = ?,"
+					    " last_error = ?, payload = x'' WHERE request_id = ?", "itt",
+					 (int64_t)attempts, error, r->request_id));
+	}
+	sqlite3_exec(s->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
+	unlock(s);
+	return rc;
+}
+
+json_t *store_invocation_logs(struct store *s, int64_t tenant_id, const char *function, int limit)
+{
+	json_t *j;
+
+	lock(s);
+	j = rows_json(prep(s, "SELECT request_id, function, version, kind, start_us, duration_us,"
+			      " billed_ms, memory_mb, max_rss_kb, cold, init_ms, boot_ms, status, error,"
+			      " logs FROM invocations WHERE tenant_id = ? AND function = ?"
+			      " ORDER BY start_us DESC LIMIT ?", "iti", tenant_id, function,
+			   (int64_t)limit));
+	unlock(s);
+	return j;
+}
+
+/* ---- async queue ------------------------------------------------------------ */
+
+void async_item_free(struct async_item *a)
+{
+	free(a->payload);
+	a->payload = NULL;
+}
+
+int store_async_put(struct store *s, const char *request_id, int64_t tenant_id, int64_t version_id,
+		    const void *payload, size_t len, int64_t now_ms)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "INSERT INTO async_queue(request_id, tenant_id, version_id, payload, state,"
+			    " next_at_ms, created_ms) VALUES(?,?,?,?, 'queued', ?, ?)", "tiibii",
+			 request_id, tenant_id, version_id, payload, len, now_ms, now_ms));
+	unlock(s);
+	return rc;
+}
+
+int store_async_claim(struct store *s, int64_t now_ms, struct async_item *items, int max, int *n)
+{
+	sqlite3_stmt *st;
+	int k = 0;
+
+	*n = 0;
+	lock(s);
+	sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	st = prep(s, "SELECT request_id, tenant_id, version_id, payload, attempts, created_ms"
+		     " FROM async_queue WHERE state = 'queued' AND next_at_ms <= ?"
+		     " ORDER BY next_at_ms LIMIT ?", "ii", now_ms, (int64_t)max);
+	while (st && k < max && sqlite3_step(st) == SQLITE_ROW) {
+		struct async_item *a = &items[k];
+		int len = sqlite3_column_bytes(st, 3);
+
+		memset(a, 0, sizeof(*a));
+		copy_col(st, 0, a->request_id, sizeof(a->request_id));
+		a->tenant_id = sqlite3_column_int64(st, 1);
+		a->version_id = sqlite3_column_int64(st, 2);
+		a->payload = malloc(len ? (size_t)len : 1);
+		if (!a->payload)
+			break;
+		if (len)
+			memcpy(a->payload, sqlite3_column_blob(st, 3), (size_t)len);
+		a->payload_len = (size_t)len;
+		a->attempts = sqlite3_column_int(st, 4);
+		a->created_ms = sqlite3_column_int64(st, 5);
+		k++;
+	}
+	sqlite3_finalize(st);
+	for (int i = 0; i < k; i++)
+		run(s, prep(s, "UPDATE async_queue SET state = 'running' WHERE request_id = ?", "t",
+			    items[i].request_id));
+	sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	unlock(s);
+	*n = k;
+	return 0;
+}
+
+int store_async_recover(struct store *s, int *n)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "UPDATE async_queue SET state = 'queued' WHERE state = 'running'", NULL));
+	*n = sqlite3_changes(s->db);
+	unlock(s);
+	return rc;
+}
+
+int64_t store_async_next_due(struct store *s)
+{
+	sqlite3_stmt *st;
+	int64_t t = -1;
+
+	lock(s);
+	st = prep(s, "SELECT MIN(next_at_ms) FROM async_queue WHERE state = 'queued'", NULL);
+	if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+		t = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	unlock(s);
+	return t;
+}
+
+json_t *store_async_get(struct store *s, int64_t tenant_id, const char *request_id)
+{
+	json_t *j, *o;
+
+	lock(s);
+	j = rows_json(prep(s, "SELECT request_id, state, attempts, next_at_ms, created_ms, last_error"
+			      " FROM async_queue WHERE tenant_id = ? AND request_id = ?", "it",
+			   tenant_id, request_id));
+	unlock(s);
+	o = json_array_size(j) ? json_incref(json_array_get(j, 0)) : NULL;
+	json_decref(j);
+	return o;
+}
+
+json_t *store_dead_letters(struct store *s, int64_t tenant_id, int limit)
+{
+	json_t *j;
+
+	lock(s);
+	j = rows_json(prep(s, "SELECT request_id, function, version, attempts, reason, failed_ms, payload"
+			      " FROM dead_letters WHERE tenant_id = ? ORDER BY failed_ms DESC LIMIT ?",
+			   "ii", tenant_id, (int64_t)limit));
+	unlock(s);
+	return j;
+}

@@ -1,0 +1,140 @@
+/*
+ * store.h - hearthd's durable state in SQLite (WAL mode).
+ *
+ * Owns the schema and every SQL statement. One connection, guarded by a
+ * mutex, shared by all hearthd threads. Durability: each call commits before
+ * it returns (WAL + synchronous=NORMAL survives a killed process; a power
+ * loss may lose the last commits, never corrupt the file).
+ *
+ * Tables: tenants, api_keys (SHA-256 hashes only), functions, versions
+ * (immutable, numbered per function), invocations (one row per finished
+ * invocation: status, durations, logs), async_queue (durable event queue),
+ * dead_letters, snapshots (index for engines that can clone).
+ *
+ * All functions return 0 on success or a negative errno (-ENOENT when a row
+ * is missing, -EEXIST on a uniqueness clash, -EIO on an SQLite failure, which
+ * is also logged).
+ */
+#ifndef HEARTH_STORE_H
+#define HEARTH_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct store;
+
+int store_open(const char *path, struct store **out);
+void store_close(struct store *s);
+
+/* ---- tenants and keys ---- */
+int store_tenant_create(struct store *s, const char *name, int64_t *id);
+int store_tenant_id(struct store *s, const char *name, int64_t *id);
+int store_tenant_delete(struct store *s, const char *name);
+json_t *store_tenant_list(struct store *s);
+
+/* tenant_id 0 = an admin key. hash is 32 bytes. */
+int store_key_add(struct store *s, const char *key_id, int64_t tenant_id, const uint8_t *hash);
+/* Looks a key up by id; fills the stored hash and tenant (0 = admin). */
+int store_key_get(struct store *s, const char *key_id, uint8_t *hash, int64_t *tenant_id,
+		  char *tenant_name, size_t namelen);
+int store_key_delete(struct store *s, const char *key_id, int64_t tenant_id);
+json_t *store_key_list(struct store *s, int64_t tenant_id);
+bool store_has_admin_key(struct store *s);
+
+/* ---- functions and versions ---- */
+struct fn_version {
+	int64_t id;           /* versions.id, unique across functions */
+	int64_t function_id;
+	int64_t tenant_id;
+	char name[128];
+	int version;
+	char image_sha256[65];
+	char image_path[512];
+	char handler[512];
+	char *args_json;      /* JSON array */
+	char *env_json;       /* JSON object */
+	char init[512];
+	uint32_t memory_mb;
+	uint32_t timeout_ms;
+	char engine[16];
+	uint64_t package_bytes;
+	int provisioned;      /* the function's provisioned count */
+};
+void fn_version_free(struct fn_version *v);
+
+/* Creates the function if needed and appends a version; fills v->id, v->version. */
+int store_version_add(struct store *s, struct fn_version *v);
+/* version 0 = latest. */
+int store_version_get(struct store *s, int64_t tenant_id, const char *name, int version,
+		      struct fn_version *v);
+int store_version_by_id(struct store *s, int64_t version_id, struct fn_version *v);
+json_t *store_function_list(struct store *s, int64_t tenant_id);
+json_t *store_function_get(struct store *s, int64_t tenant_id, const char *name);
+/* Deletes the function; fills the ids of its versions (caller frees *ids). */
+int store_function_delete(struct store *s, int64_t tenant_id, const char *name, int64_t **ids,
+			  size_t *nids);
+int store_function_set_provisioned(struct store *s, int64_t tenant_id, const char *name, int n);
+/* Versions whose function wants provisioned VMs: (version_id, count) pairs of latest versions. */
+int store_provisioned_list(struct store *s, int64_t **ids, int **counts, size_t *n);
+int store_function_count(struct store *s, int64_t tenant_id, int64_t *n);
+
+/* ---- invocations (finished) ---- */
+struct inv_record {
+	const char *request_id;
+	int attempt;               /* 1 for sync; async attempts count from 1 */
+	int64_t tenant_id;
+	int64_t version_id;
+	const char *function;
+	int version;
+	const char *kind;          /* "sync" or "event" */
+	int64_t start_us;          /* wall clock, µs since the epoch */
+	int64_t end_us;
+	uint64_t duration_us;
+	uint64_t billed_ms;
+	uint32_t memory_mb;
+	uint64_t max_rss_kb;
+	bool cold;
+	uint64_t init_ms;
+	uint64_t boot_ms;
+	const char *status;        /* "Success", "FunctionError", "Timeout", ... */
+	const char *error;
+	const uint8_t *logs;
+	size_t logs_len;
+};
+int store_invocation_add(struct store *s, const struct inv_record *r);
+json_t *store_invocation_logs(struct store *s, int64_t tenant_id, const char *function, int limit);
+
+/* ---- async queue ---- */
+struct async_item {
+	char request_id[64];
+	int64_t tenant_id;
+	int64_t version_id;
+	uint8_t *payload;
+	size_t payload_len;
+	int attempts;
+	int64_t created_ms;
+};
+void async_item_free(struct async_item *a);
+int store_async_put(struct store *s, const char *request_id, int64_t tenant_id, int64_t version_id,
+		    const void *payload, size_t len, int64_t now_ms);
+/* Claims up to max due items (state queued, next_at <= now): marks them running. */
+int store_async_claim(struct store *s, int64_t now_ms, struct async_item *items, int max, int *n);
+enum async_action { ASYNC_SUCCEEDED, ASYNC_RETRY, ASYNC_DEAD };
+/*
+ * Records an attempt (its invocation row) and its consequence in ONE
+ * transaction: after a crash either both are there or neither, so an attempt
+ * is never reported twice and a success never re-run after it was recorded.
+ */
+int store_async_complete(struct store *s, const struct inv_record *r, enum async_action action,
+			 int attempts, int64_t next_ms, const char *error, int64_t now_ms);
+/* Crash recovery: items left "running" by a killed hearthd go back to the queue. */
+int store_async_recover(struct store *s, int *n);
+/* Earliest next_at of queued items, or -1. */
+int64_t store_async_next_due(struct store *s);
+json_t *store_async_get(struct store *s, int64_t tenant_id, const char *request_id);
+json_t *store_dead_letters(struct store *s, int64_t tenant_id, int limit);
+
+#endif
