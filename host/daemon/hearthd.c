@@ -48,6 +48,8 @@ static void usage(FILE *f)
 		"  --agent PATH           hearth-agent put into images (default %s)\n"
 		"  --keep-warm SECONDS    idle VM lifetime (default 600)\n"
 		"  --max-vms N            VMs on this host at most (default 64)\n"
+		"  --parked-ttl SECONDS   how long an idle VM stays saved to disk on engines that\n"
+		"                         can save/restore, before it is destroyed (default 86400)\n"
 		"  --async-retries N      retries of a failed event (default 2)\n"
 		"  --async-backoff-ms N   first retry delay, doubling (default 1000)\n"
 		"  --async-max-age S      events older than this are dead-lettered (default 21600)\n"
@@ -115,6 +117,7 @@ int main(int argc, char **argv)
 		{ "agent", required_argument, NULL, 'a' },
 		{ "keep-warm", required_argument, NULL, 'w' },
 		{ "max-vms", required_argument, NULL, 'm' },
+		{ "parked-ttl", required_argument, NULL, 'P' },
 		{ "async-retries", required_argument, NULL, 'R' },
 		{ "async-backoff-ms", required_argument, NULL, 'B' },
 		{ "async-max-age", required_argument, NULL, 'A' },
@@ -154,6 +157,7 @@ int main(int argc, char **argv)
 		case 'a': agent = optarg; break;
 		case 'w': scfg.keep_warm_ms = atoll(optarg) * 1000; break;
 		case 'm': scfg.max_vms = atoi(optarg); break;
+		case 'P': scfg.parked_ttl_ms = atoll(optarg) * 1000; break;
 		case 'R': acfg.retries = atoi(optarg); break;
 		case 'B': acfg.backoff_ms = atoll(optarg); break;
 		case 'A': acfg.max_age_ms = atoll(optarg) * 1000; break;

@@ -23,6 +23,8 @@ struct pool {
 	pthread_mutex_t *eng_mu;
 	struct invocation *qhead, *qtail;
 	int nqueued, nvms, nidle, nbooting, provisioned;
+	int nsaved, nrestoring;   /* VMs suspended to disk (scale to zero) and coming back */
+	unsigned caps;
 	bool dead;
 	pthread_cond_t cond;
 	struct pool *next;
@@ -229,6 +231,8 @@ static void vm_stop(struct pool *p, struct hearth_vm *vm, struct agent_conn *con
 	pthread_mutex_unlock(p->eng_mu);
 }
 
+static int spawn_vm(struct sched *s, struct pool *p, bool prewarm);
+
 static const char *status_name(int st)
 {
 	switch (st) {
@@ -241,12 +245,91 @@ static const char *status_name(int st)
 	}
 }
 
+/*
+ * Suspends an idle VM to disk (engines with SAVE_RESTORE) and waits, using no
+ * CPU or guest memory, until an invocation needs it or the parked TTL ends.
+ * Called and returns with s->mu held. Returns 0 when the VM is running again
+ * (reconnected, reseeded: clones and restores never reuse RNG state), or
+ * -EAGAIN when it is gone (counts already adjusted; the caller only frees it).
+ */
+static int vm_park(struct sched *s, struct pool *p, struct hearth_vm *vm, struct agent_conn **conn,
+		   uint64_t *restore_us)
+{
+	char err[512];
+	uint8_t seed[32];
+	int64_t t0, deadline;
+	int rc;
+
+	p->nvms--;
+	p->nsaved++;
+	s->total_vms--; /* a saved VM holds no host memory */
+	metrics_vms(-1);
+	pthread_mutex_unlock(&s->mu);
+	agent_close(*conn);
+	*conn = NULL;
+	pthread_mutex_lock(p->eng_mu);
+	rc = hearth_vm_save(vm, err, sizeof(err));
+	pthread_mutex_unlock(p->eng_mu);
+	pthread_mutex_lock(&s->mu);
+	if (rc) {
+		hlog_warn("sched", "saving %s failed (%s); destroying it", hearth_vm_name(vm), err);
+		p->nsaved--;
+		return -EAGAIN;
+	}
+	hlog_debug("sched", "%s saved to disk (scale to zero)", hearth_vm_name(vm));
+	deadline = mono_us() + s->cfg.parked_ttl_ms * 1000;
+	for (;;) {
+		struct timespec ts;
+		int64_t wall = wall_us() + (deadline - mono_us());
+
+		if (p->dead || s->stopping || mono_us() >= deadline) {
+			p->nsaved--;
+			return -EAGAIN;
+		}
+		if (p->qhead && p->nidle == 0 && p->nrestoring < p->nqueued)
+			break;
+		ts.tv_sec = wall / 1000000;
+		ts.tv_nsec = (wall % 1000000) * 1000;
+		pthread_cond_timedwait(&p->cond, &s->mu, &ts);
+	}
+	p->nsaved--;
+	p->nrestoring++;
+	s->total_vms++;
+	pthread_mutex_unlock(&s->mu);
+	t0 = mono_us();
+	pthread_mutex_lock(p->eng_mu);
+	rc = hearth_vm_restore(vm, err, sizeof(err));
+	pthread_mutex_unlock(p->eng_mu);
+	if (rc == 0)
+		rc = hearth_vm_connect(vm, s->cfg.boot_timeout_ms, conn, err, sizeof(err));
+	if (rc == 0 && (rc = agent_hello(*conn, s->cfg.boot_timeout_ms, NULL)) != 0)
+		snprintf(err, sizeof(err), "agent hello after restore: %s", agent_strerror(rc));
+	if (rc == 0 && (RAND_bytes(seed, sizeof(seed)) != 1 ||
+			(rc = agent_reseed(*conn, seed, sizeof(seed), 10000)) != 0))
+		snprintf(err, sizeof(err), "agent reseed after restore failed");
+	*restore_us = (uint64_t)(mono_us() - t0);
+	pthread_mutex_lock(&s->mu);
+	p->nrestoring--;
+	if (rc) {
+		hlog_error("sched", "restoring %s failed: %s; booting a new VM instead",
+			   hearth_vm_name(vm), err);
+		s->total_vms--;
+		if (p->qhead && p->nbooting < p->nqueued && s->total_vms < s->cfg.max_vms)
+			spawn_vm(s, p, false);
+		return -EAGAIN;
+	}
+	p->nvms++;
+	metrics_vms(1);
+	return 0;
+}
+
 static void *vm_thread(void *arg)
 {
 	struct vm_thread_arg *a = arg;
 	struct sched *s = a->s;
 	struct pool *p = a->p;
-	bool prewarm = a->prewarm, first = true, broken = false;
+	bool prewarm = a->prewarm, first = true, broken = false, restored = false;
+	uint64_t restore_us = 0;
 	struct hearth_vm *vm = NULL;
 	struct agent_conn *conn = NULL;
 	uint64_t boot_us = 0, init_us = 0;
@@ -306,6 +389,16 @@ static void *vm_thread(void *arg)
 			if (rc == ETIMEDOUT && mono_us() >= deadline)
 				idle_since = mono_us(); /* provisioned: stay */
 		}
+		if (!p->dead && !s->stopping && !p->qhead && (p->caps & HEARTH_ENGINE_CAP_SAVE_RESTORE)) {
+			/* Scale to zero without forgetting: suspend to disk, restore on demand. */
+			rc = vm_park(s, p, vm, &conn, &restore_us);
+			if (rc == 0) {
+				restored = true;
+				continue;
+			}
+			if (rc == -EAGAIN) /* parked VM expired or failed: it is gone */
+				goto gone;
+		}
 		if (p->dead || s->stopping || !p->qhead)
 			break;
 		inv = pop(p);
@@ -317,8 +410,15 @@ static void *vm_thread(void *arg)
 			inv->boot_us = boot_us;
 			inv->init_us = init_us;
 			metrics_cold_start(boot_us, init_us);
+		} else if (restored) {
+			inv->cold = true;
+			inv->cold_path = "restore";
+			inv->boot_us = restore_us;
+			inv->init_us = 0;
+			metrics_cold_start(restore_us, 0);
 		}
 		first = false;
+		restored = false;
 		metrics_concurrency(1);
 		inv->start_wall_us = wall_us();
 		rc = agent_invoke(conn, inv->request_id, inv->payload, inv->payload_len, 0,
@@ -352,6 +452,10 @@ static void *vm_thread(void *arg)
 	pthread_mutex_unlock(&s->mu);
 	vm_stop(p, vm, conn);
 	hlog_debug("sched", "VM of %s v%d gone", p->ver.name, p->ver.version);
+	goto out;
+gone:
+	pthread_mutex_unlock(&s->mu);
+	vm_stop(p, vm, conn);
 out:
 	pthread_mutex_lock(&s->mu);
 	s->threads--;
@@ -408,6 +512,7 @@ static struct pool *pool_get(struct sched *s, const struct fn_version *v)
 	p->ver.env_json = strdup(v->env_json ? v->env_json : "{}");
 	p->eng = e;
 	p->eng_mu = engine_lock_for(s, e);
+	p->caps = hearth_engine_caps(e);
 	pthread_cond_init(&p->cond, NULL);
 	p->next = s->pools;
 	s->pools = p;
@@ -433,7 +538,7 @@ void sched_submit(struct sched *s, struct invocation *inv)
 		return;
 	}
 	if (p->nidle == 0 && p->nbooting <= p->nqueued && s->total_vms >= s->cfg.max_vms &&
-	    p->nvms == 0) {
+	    p->nvms == 0 && p->nsaved == 0) {
 		pthread_mutex_unlock(&s->mu);
 		metrics_throttle();
 		fail_inv(inv, 429, "HostCapacityExceeded",
@@ -448,7 +553,9 @@ void sched_submit(struct sched *s, struct invocation *inv)
 	p->nqueued++;
 	if (p->nidle > 0)
 		pthread_cond_signal(&p->cond);
-	else if (p->nbooting < p->nqueued && s->total_vms < s->cfg.max_vms)
+	else if (p->nsaved > 0 && p->nrestoring < p->nqueued)
+		pthread_cond_broadcast(&p->cond); /* a parked VM restores for it */
+	else if (p->nbooting + p->nrestoring < p->nqueued && s->total_vms < s->cfg.max_vms)
 		spawn_vm(s, p, false);
 	pthread_mutex_unlock(&s->mu);
 }
@@ -557,6 +664,7 @@ void sched_stats(struct sched *s, int64_t version_id, struct sched_stats *st)
 		st->idle += p->nidle;
 		st->booting += p->nbooting;
 		st->queued += p->nqueued;
+		st->saved += p->nsaved;
 	}
 	pthread_mutex_unlock(&s->mu);
 }
@@ -575,6 +683,8 @@ int sched_create(const struct sched_config *cfg, const struct sched_engines *eng
 		s->cfg.max_vms = 64;
 	if (s->cfg.boot_timeout_ms <= 0)
 		s->cfg.boot_timeout_ms = 60000;
+	if (s->cfg.parked_ttl_ms <= 0)
+		s->cfg.parked_ttl_ms = 24 * 3600 * 1000LL;
 	s->eng = *engines;
 	s->store = store;
 	pthread_mutex_init(&s->mu, NULL);

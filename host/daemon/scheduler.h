@@ -10,6 +10,14 @@
  * at all times. Every VM thread owns its VM and its agent connection; the
  * engine itself is called under a per-engine lock.
  *
+ * On engines that can save and restore a VM (libvirt), an idle VM past its
+ * TTL is not destroyed but suspended to disk: it then uses no CPU or guest
+ * memory, and the next invocation restores it (cold start path "restore",
+ * much faster than a boot), after which the host sends Reseed before anything
+ * else. A parked VM is destroyed after parked_ttl_ms. Engines that can clone
+ * one snapshot into many VMs (the builtin engine, not yet here) will restore
+ * new VMs from a per-version snapshot instead.
+ *
  * A VM whose agent dies (connection lost, no answer within the deadline) is
  * destroyed and replaced on demand; the invocation it was running fails with
  * a platform error.
@@ -32,6 +40,7 @@ struct sched;
 struct sched_config {
 	const char *kernel;          /* guest kernel for engines that boot one */
 	int64_t keep_warm_ms;        /* idle VM lifetime; default 10 minutes */
+	int64_t parked_ttl_ms;       /* how long a saved (scaled-to-zero) VM is kept; default 24 h */
 	int max_vms;                 /* host-wide cap on VMs */
 	int boot_timeout_ms;         /* boot + agent Ready */
 };
@@ -96,7 +105,7 @@ int sched_prewarm(struct sched *s, const struct fn_version *v, int count);
 void sched_reconcile(struct sched *s);
 
 struct sched_stats {
-	int vms, idle, booting, queued;
+	int vms, idle, booting, queued, saved;
 };
 void sched_stats(struct sched *s, int64_t version_id, struct sched_stats *st);
 
