@@ -16,10 +16,15 @@
 
 #include "evloop.h"
 #include "vm.h"
+#include "vsock.h"
 #include "x86_64/boot.h"
 
+#define VSOCK_MMIO_BASE 0xd0000000ull
+#define VSOCK_IRQ 5
+
 struct vmm_opts {
-	const char *kernel, *initrd, *cmdline, *console;
+	const char *kernel, *initrd, *cmdline, *console, *vsock_uds;
+	uint64_t vsock_cid;
 	uint64_t mem_mb;
 	unsigned vcpus;
 };
@@ -35,6 +40,10 @@ static void usage(FILE *f)
 		"  --vcpus N         number of vCPUs (default 1, at most %d)\n"
 		"  --console FILE    UART output: a file (created/truncated), '-' for stdout,\n"
 		"                    or fd:N for an inherited fd (default: discard)\n"
+		"  --vsock-socket P  add a virtio-vsock device; hybrid vsock host socket at P\n"
+		"                    (host connects: 'CONNECT <port>\\n' -> 'OK <n>\\n';\n"
+		"                    guest connects to port N: P_N)\n"
+		"  --vsock-cid N     guest CID (default 3)\n"
 		"exit codes: 0 guest reset/shut down, 1 hearth-vmm error, 2 usage,\n"
 		"            3 guest crashed (triple fault or emulation failure), 4 stopped\n",
 		VMM_MAX_VCPUS);
@@ -76,12 +85,15 @@ static void parse_args(int argc, char **argv, struct vmm_opts *o)
 		{ "kernel", required_argument, 0, 'k' }, { "initrd", required_argument, 0, 'i' },
 		{ "cmdline", required_argument, 0, 'c' }, { "mem", required_argument, 0, 'm' },
 		{ "vcpus", required_argument, 0, 'n' },  { "console", required_argument, 0, 's' },
+		{ "vsock-socket", required_argument, 0, 'v' },
+		{ "vsock-cid", required_argument, 0, 'C' },
 		{ "help", no_argument, 0, 'h' },          { 0, 0, 0, 0 },
 	};
 	memset(o, 0, sizeof(*o));
 	o->mem_mb = 128;
 	o->vcpus = 1;
 	o->cmdline = "";
+	o->vsock_cid = 3;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (ch) {
@@ -91,6 +103,8 @@ static void parse_args(int argc, char **argv, struct vmm_opts *o)
 		case 'm': o->mem_mb = parse_num(optarg, "--mem", 2, GM_MAX_SIZE >> 20); break;
 		case 'n': o->vcpus = (unsigned)parse_num(optarg, "--vcpus", 1, VMM_MAX_VCPUS); break;
 		case 's': o->console = optarg; break;
+		case 'v': o->vsock_uds = optarg; break;
+		case 'C': o->vsock_cid = parse_num(optarg, "--vsock-cid", 3, UINT32_MAX - 1); break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(VMM_EXIT_USAGE);
 		}
@@ -104,6 +118,7 @@ static void parse_args(int argc, char **argv, struct vmm_opts *o)
 static struct vm the_vm;
 static struct evloop loop;
 static struct ev_handler stop_h, sig_h;
+static struct vsock_dev vsock;
 static bool loop_done;
 
 static void on_stop(struct ev_handler *h, uint32_t events)
@@ -171,14 +186,22 @@ int main(int argc, char **argv)
 	vm_create_vcpus(vm);
 	setup_legacy_devices(vm, console_fd);
 
+	ev_init(&loop);
+	static char cmdline[BOOT_CMDLINE_MAX];
+	snprintf(cmdline, sizeof(cmdline), "%s", o.cmdline);
+	if (o.vsock_uds) {
+		vsock_init(&vsock, vm, &loop, VSOCK_MMIO_BASE, VSOCK_IRQ, o.vsock_cid, o.vsock_uds);
+		if (virtio_mmio_cmdline(&vsock.t, cmdline, sizeof(cmdline)) < 0)
+			errx(VMM_EXIT_USAGE, "command line too long for the device list");
+	}
+
 	char ebuf[256];
 	struct boot_info bi;
-	if (x86_boot_load(vm, o.kernel, o.initrd, o.cmdline, &bi, ebuf, sizeof(ebuf)) < 0)
+	if (x86_boot_load(vm, o.kernel, o.initrd, cmdline, &bi, ebuf, sizeof(ebuf)) < 0)
 		errx(VMM_EXIT_ERROR, "boot: %s", ebuf);
 	for (unsigned i = 0; i < vm->nvcpus; i++)
 		x86_vcpu_boot_regs(&vm->vcpu[i], bi.entry);
 
-	ev_init(&loop);
 	stop_h.cb = on_stop;
 	sig_h.cb = on_signal;
 	if (ev_add(&loop, &stop_h, vm->stop_efd, EPOLLIN) < 0 || ev_add(&loop, &sig_h, sfd, EPOLLIN) < 0)
@@ -188,6 +211,8 @@ int main(int argc, char **argv)
 	while (!loop_done)
 		ev_run_once(&loop, -1);
 	vm_join(vm);
+	if (o.vsock_uds)
+		vsock_shutdown(&vsock);
 	fprintf(stderr, "hearth-vmm: %s (exit %d)\n", vm->exit_reason, vm->exit_code);
 	return vm->exit_code;
 }

@@ -34,9 +34,26 @@ const char *guest_path(const char *name)
 	return b;
 }
 
+#define MAX_LIVE 16
+static struct vmm_run *live[MAX_LIVE];
+
+int vmm_teardown(void **state)
+{
+	(void)state;
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (live[i])
+			vmm_run_cleanup(live[i]);
+	return 0;
+}
+
 void vmm_run_init(struct vmm_run *r, const char *tag)
 {
 	memset(r, 0, sizeof(*r));
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (!live[i]) {
+			live[i] = r;
+			break;
+		}
 	r->pid = -1;
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	snprintf(r->dir, sizeof(r->dir), "%s/hvt-%s-XXXXXX", tmp, tag);
@@ -142,6 +159,11 @@ bool wait_for_text(const char *path, const char *needle, int timeout_ms)
 
 void vmm_run_cleanup(struct vmm_run *r)
 {
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (live[i] == r)
+			live[i] = NULL;
+	if (!r->dir[0])
+		return;
 	if (r->pid > 0) {
 		kill(r->pid, SIGKILL);
 		waitpid(r->pid, NULL, 0);
@@ -164,4 +186,5 @@ void vmm_run_cleanup(struct vmm_run *r)
 		closedir(d);
 	}
 	rmdir(r->dir);
+	r->dir[0] = 0;
 }

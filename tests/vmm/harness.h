@@ -37,6 +37,11 @@ char *slurp(const char *path, size_t *len);
 /* Polls until the file contains needle or timeout; returns true if found. */
 bool wait_for_text(const char *path, const char *needle, int timeout_ms);
 void vmm_run_cleanup(struct vmm_run *r);
+/*
+ * cmocka teardown: kills and cleans up every run still registered (a failed
+ * assertion longjmps past the test's own cleanup; no VM may outlive its test).
+ */
+int vmm_teardown(void **state);
 long long now_us(void);
 
 #endif

