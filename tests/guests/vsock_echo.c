@@ -9,7 +9,11 @@
  *   hearth.connect=P  first connect to host port P, send a greeting, print
  *                     what comes back (guest-initiated connection test);
  *   hearth.ticks=N    print "tick i" every so often, N times, while idle
- *                     (gives a snapshot something to be in the middle of).
+ *                     (gives a snapshot something to be in the middle of);
+ *   hearth.hostile=M  first break the virtqueue rules on purpose (M: outside,
+ *                     loop, oversize, hugedesc, ring), check that the device
+ *                     failed (DEVICE_NEEDS_RESET), then reset and re-initialise
+ *                     it and serve as usual: hearth-vmm must survive all that.
  * It prints "invoke #n" for every Invoke, so restores show continuity.
  */
 #include "lib/guest.h"
@@ -356,12 +360,72 @@ static void packet(const struct vsock_hdr *h)
 	}
 }
 
+static int streq(const char *a, size_t alen, const char *b)
+{
+	return alen == strlen(b) && memcmp(a, b, alen) == 0;
+}
+
+/* Posts one malformed tx chain; returns 0 if the mode is unknown. */
+static int attack(const char *mode, size_t len)
+{
+	struct vring_desc *d = vs_tx_mem.desc;
+	struct vsock_hdr h;
+	hdr_for(&h, 0, 52, 52, VS_OP_RW);
+	memcpy(vs_tx_bufs[0], &h, sizeof(h));
+	d[0].addr = (uint64_t)(uintptr_t)vs_tx_bufs[0];
+	d[0].len = sizeof(h);
+	d[0].flags = 0;
+	d[0].next = 0;
+	if (streq(mode, len, "outside")) {
+		d[0].addr = 0x7ff000000000ull; /* far beyond guest RAM */
+	} else if (streq(mode, len, "loop")) {
+		d[0].flags = VRING_DESC_F_NEXT;
+		d[0].next = 1;
+		d[1] = d[0];
+		d[1].next = 0; /* 0 -> 1 -> 0 -> ... */
+	} else if (streq(mode, len, "oversize")) {
+		((struct vsock_hdr *)vs_tx_bufs[0])->len = 0x10000000; /* 256 MiB claimed */
+	} else if (streq(mode, len, "hugedesc")) {
+		d[0].len = 0xfffff000u; /* a length that wraps past the end of RAM */
+	} else if (streq(mode, len, "ring")) {
+		vs_tx_mem.avail.ring[0] = 0;
+		mb();
+		*(volatile uint16_t *)&vs_tx_mem.avail.idx = 1000; /* far more than queue size */
+		mmio_write32(vs.base + VIRTIO_MMIO_QUEUE_NOTIFY, 1);
+		return 1;
+	} else {
+		return 0;
+	}
+	vq_publish(&vs.tx, 0);
+	vq_notify(&vs.tx);
+	return 1;
+}
+
 void guest_main(const uint8_t *bp);
 void guest_main(const uint8_t *bp)
 {
 	const char *cmd = bp_cmdline(bp);
 	if (vs_init(&vs, cmd) < 0)
 		return;
+	size_t hl;
+	const char *hm = cmdline_get(cmd, "hearth.hostile", &hl);
+	if (hm) {
+		puts_uart("hostile: ");
+		putn_uart(hm, hl);
+		puts_uart("\n");
+		if (!attack(hm, hl)) {
+			puts_uart("hostile: unknown mode\n");
+			return;
+		}
+		uint32_t st = vmmio_status(vs.base);
+		puts_uart(st & VIRTIO_STATUS_NEEDS_RESET ? "hostile: device failed as expected\n"
+							 : "hostile: device did NOT fail\n");
+		if (vs_init(&vs, cmd) < 0)
+			return;
+		puts_uart(vmmio_status(vs.base) & VIRTIO_STATUS_NEEDS_RESET
+				  ? "hostile: device still failed after reset\n"
+				  : "hostile: device usable again after reset\n");
+	}
 	puts_uart("vsock echo guest ready, cid ");
 	put_dec(vs.cid);
 	puts_uart("\n");

@@ -22,7 +22,7 @@
 
 #define T_MS 20000
 
-static __attribute__((unused)) void assert_contains(const char *hay, const char *needle)
+static void assert_contains(const char *hay, const char *needle)
 {
 	if (!strstr(hay, needle)) {
 		fprintf(stderr, "expected to find [%s] in:\n%s\n", needle, hay);
@@ -165,12 +165,47 @@ static void vsock_guest_initiated(void **s)
 	vmm_run_cleanup(&r);
 }
 
+/*
+ * A guest breaks the virtqueue rules; the device must fail with a clear
+ * message, hearth-vmm must not, and after a driver reset the same VM serves
+ * the agent protocol again.
+ */
+static void hostile(const char *mode, const char *why)
+{
+	struct vmm_run r;
+	vmm_run_init(&r, mode);
+	char sock[300], cmd[64];
+	snprintf(cmd, sizeof(cmd), "hearth.hostile=%s", mode);
+	start_echo(&r, sock, sizeof(sock), cmd);
+	assert_true(wait_for_text(r.console, "hostile: device usable again after reset\n", T_MS));
+	char *con = slurp(r.console, NULL), *err = slurp(r.errlog, NULL);
+	assert_contains(con, "hostile: device failed as expected\n");
+	assert_contains(err, "virtio-vsock device failed: ");
+	assert_contains(err, why);
+	free(con);
+	free(err);
+	echo_session(sock, mode, 2);
+	stop_vmm(&r);
+	vmm_run_cleanup(&r);
+}
+
+static void hostile_outside_ram(void **s) { (void)s; hostile("outside", "outside guest RAM"); }
+static void hostile_desc_loop(void **s) { (void)s; hostile("loop", "too long or looping"); }
+static void hostile_oversize_len(void **s) { (void)s; hostile("oversize", "above the 64 KiB maximum"); }
+static void hostile_huge_desc(void **s) { (void)s; hostile("hugedesc", "outside guest RAM"); }
+static void hostile_avail_ring(void **s) { (void)s; hostile("ring", "more than a queue size ahead"); }
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(vsock_echo, vmm_teardown),
 		cmocka_unit_test_teardown(vsock_refused_port, vmm_teardown),
 		cmocka_unit_test_teardown(vsock_guest_initiated, vmm_teardown),
+		cmocka_unit_test_teardown(hostile_outside_ram, vmm_teardown),
+		cmocka_unit_test_teardown(hostile_desc_loop, vmm_teardown),
+		cmocka_unit_test_teardown(hostile_oversize_len, vmm_teardown),
+		cmocka_unit_test_teardown(hostile_huge_desc, vmm_teardown),
+		cmocka_unit_test_teardown(hostile_avail_ring, vmm_teardown),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
