@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "seccomp_filter.h"
 #include "x86_64/cpuid.h"
 
 /* Where KVM may put its TSS: three pages just below the 4 GiB boundary's BIOS area. */
@@ -244,6 +245,7 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&s);
 	sigaddset(&s, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+	seccomp_install_vcpu();
 
 	while (vcpu_park_if_asked(c)) {
 		int rc = ioctl(c->fd, KVM_RUN, 0);

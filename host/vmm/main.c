@@ -1,21 +1,28 @@
 /*
- * main.c - hearth-vmm: command line, set-up order, and the main event loop.
- * Usage and exit codes: hearth-vmm --help.
+ * main.c - hearth-vmm: command line, set-up order, the control commands and
+ * the main event loop. Usage and exit codes: hearth-vmm --help.
  */
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "evloop.h"
+#include "seccomp_filter.h"
+#include "snapshot.h"
 #include "vm.h"
+#include "vm_snapshot.h"
 #include "vsock.h"
 #include "x86_64/boot.h"
 
@@ -23,27 +30,40 @@
 #define VSOCK_IRQ 5
 
 struct vmm_opts {
-	const char *kernel, *initrd, *cmdline, *console, *vsock_uds;
-	uint64_t vsock_cid;
-	uint64_t mem_mb;
+	const char *kernel, *initrd, *cmdline, *console, *vsock_uds, *control;
+	const char *restore_state, *restore_mem;
+	uint64_t mem_mb, vsock_cid;
 	unsigned vcpus;
+	bool no_verify, start_paused, no_seccomp;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: hearth-vmm --kernel FILE [options]\n"
-		"  --kernel FILE     vmlinux (ELF) or bzImage, booted by the 64-bit boot protocol\n"
-		"  --initrd FILE     initial ramdisk\n"
-		"  --cmdline STR     kernel command line (virtio devices are appended)\n"
-		"  --mem MIB         guest RAM in MiB (default 128, at most 3072)\n"
-		"  --vcpus N         number of vCPUs (default 1, at most %d)\n"
-		"  --console FILE    UART output: a file (created/truncated), '-' for stdout,\n"
-		"                    or fd:N for an inherited fd (default: discard)\n"
-		"  --vsock-socket P  add a virtio-vsock device; hybrid vsock host socket at P\n"
-		"                    (host connects: 'CONNECT <port>\\n' -> 'OK <n>\\n';\n"
-		"                    guest connects to port N: P_N)\n"
-		"  --vsock-cid N     guest CID (default 3)\n"
+		"usage: hearth-vmm --kernel FILE [options]          boot a kernel\n"
+		"       hearth-vmm --restore STATE --restore-mem MEM [options]\n"
+		"                                                   restore a snapshot\n"
+		"       hearth-vmm ctl SOCKET COMMAND [ARGS]        talk to a running hearth-vmm\n"
+		"boot:\n"
+		"  --kernel FILE      vmlinux (ELF) or bzImage, booted by the 64-bit boot protocol\n"
+		"  --initrd FILE      initial ramdisk\n"
+		"  --cmdline STR      kernel command line (virtio devices are appended)\n"
+		"  --mem MIB          guest RAM in MiB (default 128, at most 3072)\n"
+		"  --vcpus N          number of vCPUs (default 1, at most %d)\n"
+		"restore:\n"
+		"  --restore STATE    snapshot state file; RAM, vCPUs and devices come from it\n"
+		"  --restore-mem MEM  its memory file, mapped MAP_PRIVATE (shared by clones)\n"
+		"  --no-verify-memory skip the memory file's SHA-256 check (trusted store)\n"
+		"both:\n"
+		"  --console FILE     UART output: a file (created/truncated), '-' for stdout,\n"
+		"                     or fd:N for an inherited fd (default: discard)\n"
+		"  --vsock-socket P   virtio-vsock device; hybrid vsock host socket at P\n"
+		"                     (host connects: 'CONNECT <port>\\n' -> 'OK <n>\\n';\n"
+		"                     a guest connection to host port N goes to P_N)\n"
+		"  --vsock-cid N      guest CID (default 3; a restore keeps the snapshot's)\n"
+		"  --control P        control socket (status, pause, resume, snapshot, stop)\n"
+		"  --start-paused     do not run the vCPUs until 'resume'\n"
+		"  --no-seccomp       do not install the seccomp filters (debugging only)\n"
 		"exit codes: 0 guest reset/shut down, 1 hearth-vmm error, 2 usage,\n"
 		"            3 guest crashed (triple fault or emulation failure), 4 stopped\n",
 		VMM_MAX_VCPUS);
@@ -82,12 +102,22 @@ static uint64_t parse_num(const char *s, const char *what, uint64_t min, uint64_
 static void parse_args(int argc, char **argv, struct vmm_opts *o)
 {
 	static const struct option lo[] = {
-		{ "kernel", required_argument, 0, 'k' }, { "initrd", required_argument, 0, 'i' },
-		{ "cmdline", required_argument, 0, 'c' }, { "mem", required_argument, 0, 'm' },
-		{ "vcpus", required_argument, 0, 'n' },  { "console", required_argument, 0, 's' },
+		{ "kernel", required_argument, 0, 'k' },
+		{ "initrd", required_argument, 0, 'i' },
+		{ "cmdline", required_argument, 0, 'c' },
+		{ "mem", required_argument, 0, 'm' },
+		{ "vcpus", required_argument, 0, 'n' },
+		{ "console", required_argument, 0, 's' },
 		{ "vsock-socket", required_argument, 0, 'v' },
 		{ "vsock-cid", required_argument, 0, 'C' },
-		{ "help", no_argument, 0, 'h' },          { 0, 0, 0, 0 },
+		{ "control", required_argument, 0, 'S' },
+		{ "restore", required_argument, 0, 'r' },
+		{ "restore-mem", required_argument, 0, 'M' },
+		{ "no-verify-memory", no_argument, 0, 'N' },
+		{ "start-paused", no_argument, 0, 'P' },
+		{ "no-seccomp", no_argument, 0, 'X' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 },
 	};
 	memset(o, 0, sizeof(*o));
 	o->mem_mb = 128;
@@ -105,21 +135,44 @@ static void parse_args(int argc, char **argv, struct vmm_opts *o)
 		case 's': o->console = optarg; break;
 		case 'v': o->vsock_uds = optarg; break;
 		case 'C': o->vsock_cid = parse_num(optarg, "--vsock-cid", 3, UINT32_MAX - 1); break;
+		case 'S': o->control = optarg; break;
+		case 'r': o->restore_state = optarg; break;
+		case 'M': o->restore_mem = optarg; break;
+		case 'N': o->no_verify = true; break;
+		case 'P': o->start_paused = true; break;
+		case 'X': o->no_seccomp = true; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(VMM_EXIT_USAGE);
 		}
 	}
 	if (optind != argc)
 		errx(VMM_EXIT_USAGE, "unexpected argument '%s' (see --help)", argv[optind]);
-	if (!o->kernel)
-		errx(VMM_EXIT_USAGE, "--kernel is required (see --help)");
+	if (o->restore_state || o->restore_mem) {
+		if (!o->restore_state || !o->restore_mem)
+			errx(VMM_EXIT_USAGE, "--restore and --restore-mem go together");
+		if (o->kernel || o->initrd)
+			errx(VMM_EXIT_USAGE, "--restore does not take --kernel/--initrd");
+	} else if (!o->kernel) {
+		errx(VMM_EXIT_USAGE, "--kernel (or --restore) is required (see --help)");
+	}
 }
 
 static struct vm the_vm;
 static struct evloop loop;
 static struct ev_handler stop_h, sig_h;
 static struct vsock_dev vsock;
+static bool have_vsock;
+static struct control ctl;
 static bool loop_done;
+static char kernel_id[128];
+static struct timespec t_start;
+
+static long long us_since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)(t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000;
+}
 
 static void on_stop(struct ev_handler *h, uint32_t events)
 {
@@ -156,8 +209,85 @@ static void setup_legacy_devices(struct vm *vm, int console_fd)
 		errx(VMM_EXIT_ERROR, "io bus: cannot register legacy devices");
 }
 
+static void cmd_status(struct vm *vm, char *reply, size_t len)
+{
+	pthread_mutex_lock(&vm->run_lock);
+	const char *st = vm->stopping ? "stopping" : vm->paused ? "paused" : "running";
+	pthread_mutex_unlock(&vm->run_lock);
+	pthread_mutex_lock(&vm->dev_lock);
+	unsigned conns = 0;
+	int failed = 0;
+	if (have_vsock) {
+		for (int i = 0; i < VSOCK_MAX_CONNS; i++)
+			conns += vsock.conns[i].used;
+		failed = (int)vsock.t.r.failed;
+	}
+	snprintf(reply, len,
+		 "OK state=%s vcpus=%u mem_mib=%llu uptime_ms=%lld uart_tx=%llu unmapped_mmio=%llu "
+		 "vsock=%s vsock_failed=%d vsock_conns=%u",
+		 st, vm->nvcpus, (unsigned long long)(vm->mem.size >> 20), us_since(&t_start) / 1000,
+		 (unsigned long long)vm->uart.tx_bytes, (unsigned long long)vm->unmapped_mmio,
+		 have_vsock ? "yes" : "no", failed, conns);
+	pthread_mutex_unlock(&vm->dev_lock);
+}
+
+static void control_exec(void *ctx, int argc, char **argv, char *reply, size_t len)
+{
+	struct vm *vm = ctx;
+	const char *cmd = argv[0];
+	if (!strcmp(cmd, "status") && argc == 1) {
+		cmd_status(vm, reply, len);
+	} else if (!strcmp(cmd, "pause") && argc == 1) {
+		vm_pause(vm);
+		snprintf(reply, len, "OK paused");
+	} else if (!strcmp(cmd, "resume") && argc == 1) {
+		vm_resume(vm);
+		snprintf(reply, len, "OK running");
+	} else if (!strcmp(cmd, "stop") && argc == 1) {
+		vm_stop(vm, VMM_EXIT_STOPPED, "stopped through the control socket");
+		snprintf(reply, len, "OK stopping");
+	} else if (!strcmp(cmd, "snapshot") && argc == 3) {
+		struct timespec t0;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		bool was_paused = vm->paused;
+		if (!was_paused)
+			vm_pause(vm);
+		char e[512];
+		int rc = vmm_snapshot_create(vm, have_vsock ? &vsock : NULL, kernel_id, argv[1],
+					     argv[2], e, sizeof(e));
+		if (!was_paused)
+			vm_resume(vm);
+		if (rc < 0)
+			snprintf(reply, len, "ERR snapshot failed: %s", e);
+		else
+			snprintf(reply, len, "OK snapshot mem=%s state=%s ms=%lld", argv[1], argv[2],
+				 us_since(&t0) / 1000);
+	} else {
+		snprintf(reply, len,
+			 "ERR unknown command or wrong arguments: '%s' (try status, pause, resume, "
+			 "snapshot MEM STATE, stop)",
+			 cmd);
+	}
+}
+
+static void make_kernel_id(const char *kernel)
+{
+	struct stat st;
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s", kernel);
+	if (stat(kernel, &st) == 0)
+		snprintf(kernel_id, sizeof(kernel_id), "%.100s:%lld", basename(tmp),
+			 (long long)st.st_size);
+}
+
 int main(int argc, char **argv)
 {
+	clock_gettime(CLOCK_MONOTONIC, &t_start);
+	if (argc >= 2 && !strcmp(argv[1], "ctl")) {
+		if (argc < 4)
+			errx(VMM_EXIT_USAGE, "usage: hearth-vmm ctl SOCKET COMMAND [ARGS]");
+		return control_client_main(argv[2], argc - 3, argv + 3);
+	}
 	struct vmm_opts o;
 	parse_args(argc, argv, &o);
 	signal(SIGPIPE, SIG_IGN);
@@ -176,12 +306,36 @@ int main(int argc, char **argv)
 		err(VMM_EXIT_ERROR, "signalfd failed");
 
 	struct vm *vm = &the_vm;
+	char ebuf[512];
+	struct snap snap;
+	memset(&snap, 0, sizeof(snap));
+	if (o.restore_state) {
+		if (snap_load(o.restore_state, &snap, ebuf, sizeof(ebuf)) < 0)
+			errx(VMM_EXIT_ERROR, "restore refused: %s", ebuf);
+		if (snap.cfg.vcpus < 1 || snap.cfg.vcpus > VMM_MAX_VCPUS ||
+		    snap.cfg.mem_size < (2u << 20) || snap.cfg.mem_size > GM_MAX_SIZE ||
+		    (snap.cfg.mem_size & 0xfff))
+			errx(VMM_EXIT_ERROR, "restore refused: state file VM config out of range "
+					     "(%u vCPUs, %llu bytes of RAM)",
+			     snap.cfg.vcpus, (unsigned long long)snap.cfg.mem_size);
+		if (!o.no_verify && snap_check_memory(&snap, o.restore_mem, ebuf, sizeof(ebuf)) < 0)
+			errx(VMM_EXIT_ERROR, "restore refused: %s", ebuf);
+		o.vcpus = snap.cfg.vcpus;
+		snprintf(kernel_id, sizeof(kernel_id), "%s", snap.cfg.kernel_id);
+	} else {
+		make_kernel_id(o.kernel);
+	}
+
 	int console_fd = open_console(o.console);
 	vm_open(vm, o.vcpus);
-	int e = gm_init_anon(&vm->mem, o.mem_mb << 20);
-	if (e < 0)
-		errno = -e, err(VMM_EXIT_ERROR, "guest RAM: mmap of %llu MiB failed",
-		     (unsigned long long)o.mem_mb);
+	int e = o.restore_state ? gm_init_file(&vm->mem, o.restore_mem, snap.cfg.mem_size)
+				: gm_init_anon(&vm->mem, o.mem_mb << 20);
+	if (e < 0) {
+		errno = -e;
+		if (o.restore_state)
+			err(VMM_EXIT_ERROR, "restore refused: mapping memory file %s", o.restore_mem);
+		err(VMM_EXIT_ERROR, "guest RAM: mmap of %llu MiB failed", (unsigned long long)o.mem_mb);
+	}
 	vm_map_memory(vm);
 	vm_create_vcpus(vm);
 	setup_legacy_devices(vm, console_fd);
@@ -189,30 +343,53 @@ int main(int argc, char **argv)
 	ev_init(&loop);
 	static char cmdline[BOOT_CMDLINE_MAX];
 	snprintf(cmdline, sizeof(cmdline), "%s", o.cmdline);
+	bool snap_has_vsock = o.restore_state && snap_has_node(&snap, "/virtio@d0000000");
+	if (o.restore_state && snap_has_vsock != (o.vsock_uds != NULL))
+		errx(VMM_EXIT_USAGE, "restore: the snapshot %s a vsock device; %s --vsock-socket",
+		     snap_has_vsock ? "has" : "has no", snap_has_vsock ? "give it" : "drop");
 	if (o.vsock_uds) {
 		vsock_init(&vsock, vm, &loop, VSOCK_MMIO_BASE, VSOCK_IRQ, o.vsock_cid, o.vsock_uds);
+		have_vsock = true;
 		if (virtio_mmio_cmdline(&vsock.t, cmdline, sizeof(cmdline)) < 0)
 			errx(VMM_EXIT_USAGE, "command line too long for the device list");
 	}
 
-	char ebuf[256];
-	struct boot_info bi;
-	if (x86_boot_load(vm, o.kernel, o.initrd, cmdline, &bi, ebuf, sizeof(ebuf)) < 0)
-		errx(VMM_EXIT_ERROR, "boot: %s", ebuf);
-	for (unsigned i = 0; i < vm->nvcpus; i++)
-		x86_vcpu_boot_regs(&vm->vcpu[i], bi.entry);
+	if (o.restore_state) {
+		if (vmm_snapshot_restore(vm, have_vsock ? &vsock : NULL, &snap, ebuf, sizeof(ebuf)) < 0)
+			errx(VMM_EXIT_ERROR, "restore failed: %s", ebuf);
+		snap_free(&snap);
+	} else {
+		struct boot_info bi;
+		if (x86_boot_load(vm, o.kernel, o.initrd, cmdline, &bi, ebuf, sizeof(ebuf)) < 0)
+			errx(VMM_EXIT_ERROR, "boot: %s", ebuf);
+		for (unsigned i = 0; i < vm->nvcpus; i++)
+			x86_vcpu_boot_regs(&vm->vcpu[i], bi.entry);
+	}
 
 	stop_h.cb = on_stop;
 	sig_h.cb = on_signal;
 	if (ev_add(&loop, &stop_h, vm->stop_efd, EPOLLIN) < 0 || ev_add(&loop, &sig_h, sfd, EPOLLIN) < 0)
 		err(VMM_EXIT_ERROR, "epoll_ctl failed");
+	if (o.control)
+		control_init(&ctl, &loop, o.control, control_exec, vm);
 
+	if (o.start_paused) {
+		vm->pause_req = true;
+		vm->paused = true;
+	}
+	if (o.no_seccomp)
+		seccomp_disable();
 	vm_start(vm);
+	seccomp_install_main();
+	if (o.restore_state)
+		fprintf(stderr, "hearth-vmm: restored %s, vCPUs started %lld us after start\n",
+			o.restore_state, us_since(&t_start));
 	while (!loop_done)
 		ev_run_once(&loop, -1);
 	vm_join(vm);
-	if (o.vsock_uds)
+	if (have_vsock)
 		vsock_shutdown(&vsock);
+	control_shutdown(&ctl);
 	fprintf(stderr, "hearth-vmm: %s (exit %d)\n", vm->exit_reason, vm->exit_code);
 	return vm->exit_code;
 }

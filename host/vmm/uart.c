@@ -4,6 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "snapshot.h"
+
 #define IER_RDI 0x01
 #define IER_THRI 0x02
 #define LCR_DLAB 0x80
@@ -120,4 +122,22 @@ void uart_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_wr
 		data[0] = v;
 	}
 	uart_sync_irq(u);
+}
+
+int uart_save(const struct uart *u, struct snap_builder *b)
+{
+	if (snap_node_begin(b, "uart") < 0 || snap_prop(b, "regs", &u->r, sizeof(u->r)) < 0)
+		return -1;
+	return snap_node_end(b);
+}
+
+int uart_restore(struct uart *u, const struct snap *s, char *err, size_t errlen)
+{
+	const void *p = snap_prop_get(s, "/uart", "regs", sizeof(u->r), err, errlen);
+	if (!p)
+		return -1;
+	memcpy(&u->r, p, sizeof(u->r));
+	u->irq_level = -1; /* force the line to be driven */
+	uart_sync_irq(u);
+	return 0;
 }

@@ -11,6 +11,7 @@
 #define HEARTH_VMM_UART_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define UART_COM1_BASE 0x3f8
@@ -37,5 +38,11 @@ void uart_init(struct uart *u, int out_fd, uart_irq_fn irq, void *irq_ctx);
 void uart_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
 /* Re-evaluates the interrupt line after a restore of u->r. */
 void uart_sync_irq(struct uart *u);
+
+struct snap_builder;
+struct snap;
+/* Node "uart": the register file. */
+int uart_save(const struct uart *u, struct snap_builder *b);
+int uart_restore(struct uart *u, const struct snap *s, char *err, size_t errlen);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "snapshot.h"
 #include "vm.h"
 
 #define REG_MAGIC 0x000
@@ -233,4 +234,42 @@ void virtio_mmio_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, boo
 		uint32_t v = reg_read(t, off);
 		memcpy(data, &v, 4);
 	}
+}
+
+int virtio_mmio_save(const struct virtio_mmio_dev *t, struct snap_builder *b)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "virtio@%llx", (unsigned long long)t->base);
+	if (snap_node_begin(b, name) < 0 || snap_prop(b, "regs", &t->r, sizeof(t->r)) < 0 ||
+	    snap_prop(b, "queues", t->q, sizeof(t->q)) < 0)
+		return -1;
+	if (t->ops->save && t->ops->save(t->dev, b) < 0)
+		return -1;
+	return snap_node_end(b);
+}
+
+int virtio_mmio_restore(struct virtio_mmio_dev *t, const struct snap *s, char *err, size_t errlen)
+{
+	char node[40];
+	snprintf(node, sizeof(node), "/virtio@%llx", (unsigned long long)t->base);
+	const void *r = snap_prop_get(s, node, "regs", sizeof(t->r), err, errlen);
+	const void *q = r ? snap_prop_get(s, node, "queues", sizeof(t->q), err, errlen) : NULL;
+	if (!q)
+		return -1;
+	memcpy(&t->r, r, sizeof(t->r));
+	memcpy(t->q, q, sizeof(t->q));
+	for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++) {
+		const char *why;
+		if (!t->q[i].ready)
+			continue;
+		if (i >= t->ops->nqueues || t->q[i].num > t->ops->queue_max ||
+		    virtq_check(&t->q[i], &t->vm->mem, &why) < 0) {
+			snprintf(err, errlen, "state file: %s queue %u is not a valid queue", node, i);
+			return -1;
+		}
+	}
+	if (t->ops->restore && t->ops->restore(t->dev, s, node, err, errlen) < 0)
+		return -1;
+	virtio_mmio_sync_irq(t);
+	return 0;
 }

@@ -19,6 +19,7 @@
 #define HEARTH_VMM_VIRTIO_MMIO_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "virtq.h"
@@ -39,6 +40,8 @@
 
 struct vm;
 struct virtio_mmio_dev;
+struct snap_builder;
+struct snap;
 
 struct virtio_dev_ops {
 	const char *name;
@@ -54,6 +57,9 @@ struct virtio_dev_ops {
 	void (*reset)(void *dev);
 	/* The driver set DRIVER_OK. */
 	void (*activate)(void *dev);
+	/* Device state into / out of the transport's snapshot node (optional). */
+	int (*save)(void *dev, struct snap_builder *b);
+	int (*restore)(void *dev, const struct snap *s, const char *node, char *err, size_t errlen);
 };
 
 /* Transport registers; plain data so snapshots can save it. */
@@ -90,5 +96,11 @@ void virtio_mmio_fail(struct virtio_mmio_dev *t, const char *why);
 bool virtio_mmio_active(const struct virtio_mmio_dev *t);
 /* Re-drives the IRQ line from r.int_status (after restore). */
 void virtio_mmio_sync_irq(struct virtio_mmio_dev *t);
+/*
+ * Node "virtio@<base>": transport registers, every queue, then the device's
+ * own properties. Restore re-checks each enabled queue against guest RAM.
+ */
+int virtio_mmio_save(const struct virtio_mmio_dev *t, struct snap_builder *b);
+int virtio_mmio_restore(struct virtio_mmio_dev *t, const struct snap *s, char *err, size_t errlen);
 
 #endif

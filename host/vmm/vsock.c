@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "snapshot.h"
 #include "vm.h"
 
 #define VSOCK_DEVICE_ID 19
@@ -469,6 +470,28 @@ static void vsock_config_read(void *p, uint32_t off, uint8_t *data, uint32_t len
 		data[i] = off + i < sizeof(cfg) ? cfg[off + i] : 0;
 }
 
+static int vsock_save(void *p, struct snap_builder *b)
+{
+	return snap_prop_u64(b, "vsock-cid", dev_of(p)->guest_cid);
+}
+
+static int vsock_restore(void *p, const struct snap *s, const char *node, char *err, size_t errlen)
+{
+	const void *cid = snap_prop_get(s, node, "vsock-cid", 8, err, errlen);
+	if (!cid)
+		return -1;
+	uint64_t v;
+	memcpy(&v, cid, 8);
+	v = __builtin_bswap64(v); /* FDT cells are big-endian */
+	if (v <= VSOCK_HOST_CID || v >= UINT32_MAX) {
+		snprintf(err, errlen, "state file: vsock CID %llu is not a guest CID",
+			 (unsigned long long)v);
+		return -1;
+	}
+	dev_of(p)->guest_cid = v;
+	return 0;
+}
+
 static const struct virtio_dev_ops vsock_ops = {
 	.name = "virtio-vsock",
 	.device_id = VSOCK_DEVICE_ID,
@@ -478,6 +501,8 @@ static const struct virtio_dev_ops vsock_ops = {
 	.config_read = vsock_config_read,
 	.notify = vsock_notify,
 	.reset = vsock_reset,
+	.save = vsock_save,
+	.restore = vsock_restore,
 };
 
 /* ---- host side: main thread ---- */
