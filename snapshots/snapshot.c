@@ -265,12 +265,14 @@ int snap_load(const char *path, struct snap *s, char *err, size_t errlen)
 		say(err, errlen, "state file %s: not a hearth snapshot (bad magic)", path);
 		goto out;
 	}
-	const fdt32_t *ver = root_prop(blob, "version", &plen);
+	const void *ver = root_prop(blob, "version", &plen);
 	if (!ver || plen != 4) {
 		say(err, errlen, "state file %s: no format version", path);
 		goto out;
 	}
-	s->version = fdt32_to_cpu(*ver);
+	fdt32_t ver32;
+	memcpy(&ver32, ver, 4);
+	s->version = fdt32_to_cpu(ver32);
 	if (s->version != SNAP_VERSION) {
 		say(err, errlen, "state file %s: format version %u, this build reads only version %u",
 		    path, s->version, SNAP_VERSION);
@@ -282,15 +284,21 @@ int snap_load(const char *path, struct snap *s, char *err, size_t errlen)
 		say(err, errlen, "state file %s: state digest mismatch (tampered or damaged)", path);
 		goto out;
 	}
-	const fdt64_t *ms = root_prop(blob, "mem-size", &plen);
-	const fdt32_t *nv = root_prop(blob, "vcpus", &plen);
+	/* Properties are only 4-byte aligned in the blob: copy before converting. */
+	int mslen, nvlen;
+	const void *ms = root_prop(blob, "mem-size", &mslen);
+	const void *nv = root_prop(blob, "vcpus", &nvlen);
 	const uint8_t *msha = root_prop(blob, "mem-sha256", &plen);
-	if (!ms || !nv || !msha || plen != 32) {
+	if (!ms || mslen != 8 || !nv || nvlen != 4 || !msha || plen != 32) {
 		say(err, errlen, "state file %s: VM config incomplete", path);
 		goto out;
 	}
-	s->cfg.mem_size = fdt64_to_cpu(*ms);
-	s->cfg.vcpus = fdt32_to_cpu(*nv);
+	fdt64_t ms64;
+	fdt32_t nv32;
+	memcpy(&ms64, ms, 8);
+	memcpy(&nv32, nv, 4);
+	s->cfg.mem_size = fdt64_to_cpu(ms64);
+	s->cfg.vcpus = fdt32_to_cpu(nv32);
 	memcpy(s->cfg.mem_sha256, msha, 32);
 	const char *kid = root_prop(blob, "kernel-id", &plen);
 	if (kid && plen > 0 && kid[plen - 1] == 0)
