@@ -10,6 +10,8 @@
  *                     what comes back (guest-initiated connection test);
  *   hearth.ticks=N    print "tick i" every so often, N times, while idle
  *                     (gives a snapshot something to be in the middle of);
+ *   hearth.poll=1     never halt: spin on the rings instead of waiting for
+ *                     the device interrupt;
  *   hearth.hostile=M  first break the virtqueue rules on purpose (M: outside,
  *                     loop, oversize, hugedesc, ring), check that the device
  *                     failed (DEVICE_NEEDS_RESET), then reset and re-initialise
@@ -17,6 +19,7 @@
  * It prints "invoke #n" for every Invoke, so restores show continuity.
  */
 #include "lib/guest.h"
+#include "lib/irq.h"
 #include "lib/vsock.h"
 
 #define AGENT_PORT 52
@@ -401,6 +404,11 @@ static int attack(const char *mode, size_t len)
 	return 1;
 }
 
+static int have_work(void)
+{
+	return vs_pending(&vs);
+}
+
 void guest_main(const uint8_t *bp);
 void guest_main(const uint8_t *bp)
 {
@@ -456,6 +464,9 @@ void guest_main(const uint8_t *bp)
 		}
 	}
 
+	int poll_only = cmdline_get(cmd, "hearth.poll", &len) != 0;
+	if (!poll_only)
+		irq_setup_virtio(vs.base, vmmio_irq(cmd));
 	v = cmdline_get(cmd, "hearth.ticks", &len);
 	uint64_t ticks = v ? parse_u64(v, len) : 0, tick = 0;
 	for (;;) {
@@ -482,5 +493,8 @@ void guest_main(const uint8_t *bp)
 			puts_uart("vsock device failed\n");
 			return;
 		}
+		/* Idle: sleep until the device interrupts, unless ticking or told to poll. */
+		if (!poll_only && tick >= ticks && !h)
+			irq_wait(have_work);
 	}
 }

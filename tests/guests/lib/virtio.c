@@ -32,6 +32,16 @@ uint64_t vmmio_find(const char *cmdline)
 	return 0;
 }
 
+unsigned vmmio_irq(const char *cmdline)
+{
+	size_t len;
+	const char *v = cmdline_get(cmdline, "virtio_mmio.device", &len);
+	for (size_t i = 0; v && i + 1 < len; i++)
+		if (v[i] == ':')
+			return (unsigned)parse_u64(v + i + 1, len - i - 1);
+	return 5;
+}
+
 uint32_t vmmio_status(uint64_t base)
 {
 	return mmio_read32(base + VIRTIO_MMIO_STATUS);

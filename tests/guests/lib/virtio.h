@@ -52,6 +52,8 @@ struct vq {
 
 /* Finds the first "virtio_mmio.device=<size>@<base>:<irq>"; 0 if none. */
 uint64_t vmmio_find(const char *cmdline);
+/* The IRQ number of that device (after the ':'); 5 if absent. */
+unsigned vmmio_irq(const char *cmdline);
 /* Resets and negotiates; 0 on success, negative on a mismatch (printed). */
 int vmmio_begin(uint64_t base, uint32_t device_id);
 int vq_init(struct vq *q, uint64_t base, unsigned index, struct vq_mem *m);

@@ -119,3 +119,9 @@ int vs_event(struct vsock_drv *d)
 	vq_notify(&d->ev);
 	return reset;
 }
+
+int vs_pending(struct vsock_drv *d)
+{
+	return *(volatile uint16_t *)&d->rx.m->used.idx != d->rx.last_used ||
+	       *(volatile uint16_t *)&d->ev.m->used.idx != d->ev.last_used;
+}
