@@ -1,0 +1,617 @@
+/*
+ * bench_invoke: invoke latency and throughput through a running hearthd, over
+ * HTTP with libcurl and keep-alive connections. It starts nothing itself;
+ * ci/bench invoke starts hearthd (and, for the comparison, a bare
+ * hearth-agent), deploys the function and runs this once per engine.
+ *
+ * Phases, each printed with the engine label:
+ *   warm     sequential invokes on one connection: p50/p99. With --agent-sock,
+ *            each HTTP invoke is followed by a direct round trip to a bare
+ *            hearth-agent running the same handler, so the daemon's own
+ *            overhead shows as a difference and a ratio measured under the
+ *            same machine noise. The handler time the agent reports
+ *            (X-Hearth-Duration-Ms) is shown too.
+ *   load     --conns connections in parallel (curl multi) for --seconds:
+ *            invokes/s and latency under load.
+ *   cold     --cold N: delete, redeploy (--package) and invoke N times: the
+ *            boot path (X-Hearth-Cold-Start-Path, -Boot-Ms, -Init-Ms).
+ *   restore  --restore N: let the VM idle past hearthd's keep-warm so it is
+ *            suspended, then invoke: the restore path on save/restore engines.
+ *
+ * usage: bench_invoke --url URL --key KEY --tenant T --function NAME [options]
+ *        (bench_invoke --help)
+ */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "agent_client.h"
+
+struct opts {
+	const char *url, *key, *tenant, *function, *label;
+	const char *agent_sock, *agent_handler, *package, *deploy_query;
+	int iterations, conns, cold, restore;
+	double seconds, warmup_s, idle_wait_s;
+};
+
+static struct opts o = {
+	.label = "?", .iterations = 2000, .conns = 4, .seconds = 5, .warmup_s = 1,
+	.idle_wait_s = 3,
+};
+static char base[1024];
+static const char *sock_path;
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, int n, double p)
+{
+	if (n <= 0)
+		return 0;
+	qsort(v, (size_t)n, sizeof(*v), cmp);
+	return v[(int)(p * (n - 1) + 0.5)];
+}
+
+/* ---- one HTTP exchange ------------------------------------------------------- */
+
+struct call {
+	CURL *curl;
+	struct curl_slist *hdrs;
+	char url[1400];
+	long status;
+	size_t body_len;
+	char duration_ms[32], cold[16], path[16], boot_ms[32], restore_ms[32], init_ms[32];
+	bool function_error;
+	double t0;
+};
+
+static size_t on_body(char *p, size_t sz, size_t n, void *arg)
+{
+	struct call *c = arg;
+
+	c->body_len += sz * n;
+	return sz * n;
+}
+
+static void take(char *dst, size_t len, const char *v, size_t vl)
+{
+	while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+		vl--;
+	snprintf(dst, len, "%.*s", (int)vl, v);
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *arg)
+{
+#define FIELD(h, f) { h, offsetof(struct call, f), sizeof(((struct call *)0)->f) }
+	static const struct {
+		const char *name;
+		size_t off, size;
+	} want[] = {
+		FIELD("X-Hearth-Duration-Ms", duration_ms),
+		FIELD("X-Hearth-Cold-Start", cold),
+		FIELD("X-Hearth-Cold-Start-Path", path),
+		FIELD("X-Hearth-Boot-Ms", boot_ms),
+		FIELD("X-Hearth-Restore-Ms", restore_ms),
+		FIELD("X-Hearth-Init-Ms", init_ms),
+	};
+#undef FIELD
+	struct call *c = arg;
+	size_t len = sz * n;
+	const char *colon = memchr(p, ':', len);
+
+	if (!colon)
+		return len;
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		size_t nl = strlen(want[i].name);
+
+		if ((size_t)(colon - p) == nl && strncasecmp(p, want[i].name, nl) == 0) {
+			const char *v = colon + 1;
+
+			while (*v == ' ')
+				v++;
+			take((char *)c + want[i].off, want[i].size, v, len - (size_t)(v - p));
+		}
+	}
+	if ((size_t)(colon - p) == 23 && strncasecmp(p, "X-Hearth-Function-Error", 23) == 0)
+		c->function_error = true;
+	return len;
+}
+
+static void call_init(struct call *c, const char *method, const char *path, bool json)
+{
+	char line[700];
+
+	memset(c, 0, sizeof(*c));
+	c->curl = curl_easy_init();
+	if (!c->curl) {
+		fprintf(stderr, "bench_invoke: curl_easy_init failed\n");
+		exit(1);
+	}
+	snprintf(c->url, sizeof(c->url), "%s%s", base, path);
+	snprintf(line, sizeof(line), "Authorization: Bearer %s", o.key);
+	c->hdrs = curl_slist_append(c->hdrs, line);
+	if (o.tenant) {
+		snprintf(line, sizeof(line), "X-Hearth-Tenant: %s", o.tenant);
+		c->hdrs = curl_slist_append(c->hdrs, line);
+	}
+	c->hdrs = curl_slist_append(c->hdrs, "Expect:");
+	c->hdrs = curl_slist_append(c->hdrs, json ? "Content-Type: application/json" :
+						    "Content-Type: application/octet-stream");
+	curl_easy_setopt(c->curl, CURLOPT_URL, c->url);
+	if (sock_path)
+		curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH, sock_path);
+	curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, c->hdrs);
+	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->curl, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(c->curl, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c->curl, CURLOPT_HEADERDATA, c);
+	if (strcmp(method, "POST") == 0) {
+		curl_easy_setopt(c->curl, CURLOPT_POST, 1L);
+		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, "{}");
+		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, 2L);
+	}
+}
+
+static void call_reset(struct call *c)
+{
+	c->status = 0;
+	c->body_len = 0;
+	c->function_error = false;
+	c->duration_ms[0] = c->cold[0] = c->path[0] = c->boot_ms[0] = c->restore_ms[0] =
+		c->init_ms[0] = 0;
+}
+
+static void call_free(struct call *c)
+{
+	curl_slist_free_all(c->hdrs);
+	curl_easy_cleanup(c->curl);
+}
+
+/* Performs the call; returns 0 on a 2xx answer without a function error. */
+static int call_run(struct call *c)
+{
+	CURLcode cc;
+
+	call_reset(c);
+	cc = curl_easy_perform(c->curl);
+	if (cc != CURLE_OK) {
+		fprintf(stderr, "bench_invoke: %s: %s\n", c->url, curl_easy_strerror(cc));
+		return -1;
+	}
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+	if (c->status < 200 || c->status > 299 || c->function_error) {
+		fprintf(stderr, "bench_invoke: %s answered %ld%s\n", c->url, c->status,
+			c->function_error ? " (function error)" : "");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- phases ------------------------------------------------------------------ */
+
+static void line(const char *what, double *v, int n, double ops)
+{
+	double p50 = pct(v, n, 0.5), p99 = pct(v, n, 0.99);
+	/* Under 100 samples the 99th percentile is simply the largest one: say so. */
+	const char *hi = n >= 100 ? "p99" : "max";
+
+	if (p99 >= 100000)
+		printf("  %-44s p50 %9.1f ms  %s %9.1f ms", what, p50 / 1000, hi, p99 / 1000);
+	else
+		printf("  %-44s p50 %9.1f us  %s %9.1f us", what, p50, hi, p99);
+	if (ops > 0)
+		printf("  %8.0f /s", ops);
+	printf("   [%s]\n", o.label);
+}
+
+static int phase_warm(void)
+{
+	char path[512];
+	struct call c;
+	struct agent_conn *ac = NULL;
+	double *e2e = calloc((size_t)o.iterations, sizeof(double));
+	double *agent = calloc((size_t)o.iterations, sizeof(double));
+	double *handler = calloc((size_t)o.iterations, sizeof(double));
+	double *diff = calloc((size_t)o.iterations, sizeof(double));
+	double total = 0, t0;
+	int n = o.iterations;
+
+	if (!e2e || !agent || !handler || !diff)
+		return -1;
+	snprintf(path, sizeof(path), "/v1/functions/%s/invoke", o.function);
+	call_init(&c, "POST", path, false);
+	if (o.agent_sock) {
+		struct agent_config cfg = { .handler = o.agent_handler };
+
+		if (agent_connect_unix(o.agent_sock, 5000, &ac) || agent_hello(ac, 5000, NULL) ||
+		    agent_configure(ac, &cfg, 5000, NULL)) {
+			fprintf(stderr, "bench_invoke: cannot set up the bare agent at %s\n",
+				o.agent_sock);
+			return -1;
+		}
+	}
+	for (int i = 0; i < 100; i++) { /* the first may be cold; warm the path up */
+		if (call_run(&c))
+			return -1;
+		if (ac) {
+			struct agent_result r;
+
+			if (agent_invoke(ac, "warm", "{}", 2, 0, 10000, &r) || r.status != AGENT_INVOKE_OK)
+				return -1;
+			agent_result_free(&r);
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		t0 = now_us();
+		if (call_run(&c))
+			return -1;
+		e2e[i] = now_us() - t0;
+		total += e2e[i];
+		if (strcmp(c.cold, "false") != 0)
+			fprintf(stderr, "bench_invoke: warm invoke %d was cold\n", i);
+		handler[i] = atof(c.duration_ms) * 1000;
+		diff[i] = e2e[i] - handler[i];
+		if (ac) {
+			struct agent_result r;
+
+			t0 = now_us();
+			if (agent_invoke(ac, "bench", "{}", 2, 0, 10000, &r) ||
+			    r.status != AGENT_INVOKE_OK) {
+				fprintf(stderr, "bench_invoke: bare agent invoke failed\n");
+				return -1;
+			}
+			agent[i] = now_us() - t0;
+			agent_result_free(&r);
+		}
+	}
+	printf("warm invokes, one keep-alive connection, %d sequential:\n", n);
+	line("HTTP invoke through hearthd (end to end)", e2e, n, n / (total / 1e6));
+	line("handler time reported by the agent", handler, n, 0);
+	line("end to end minus reported handler time", diff, n, 0);
+	if (ac) {
+		double pe = pct(e2e, n, 0.5), pa;
+
+		line("bare hearth-agent round trip (same handler)", agent, n, 0);
+		pa = pct(agent, n, 0.5);
+		printf("  daemon overhead at p50: %.1f us (end to end %.1f us = %.2fx the bare agent "
+		       "round trip %.1f us)   [%s]\n",
+		       pe - pa, pe, pe / pa, pa, o.label);
+		agent_close(ac);
+	}
+	call_free(&c);
+	free(e2e);
+	free(agent);
+	free(handler);
+	free(diff);
+	return 0;
+}
+
+static int phase_load(void)
+{
+	CURLM *m = curl_multi_init();
+	struct call *calls = calloc((size_t)o.conns, sizeof(*calls));
+	size_t cap = 1 << 20, n = 0;
+	double *lat = malloc(cap * sizeof(double));
+	double start, end, measure_from;
+	char path[512];
+	long errors = 0, done = 0;
+	int running;
+
+	if (!m || !calls || !lat)
+		return -1;
+	snprintf(path, sizeof(path), "/v1/functions/%s/prewarm?count=%d", o.function, o.conns);
+	{
+		struct call pw;
+
+		call_init(&pw, "POST", path, false);
+		if (call_run(&pw))
+			return -1;
+		call_free(&pw);
+	}
+	snprintf(path, sizeof(path), "/v1/functions/%s/invoke", o.function);
+	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)o.conns);
+	for (int i = 0; i < o.conns; i++) {
+		call_init(&calls[i], "POST", path, false);
+		calls[i].t0 = now_us();
+		curl_multi_add_handle(m, calls[i].curl);
+	}
+	start = now_us();
+	measure_from = start + o.warmup_s * 1e6; /* VMs started for the load come up first */
+	end = measure_from + o.seconds * 1e6;
+	for (;;) {
+		CURLMsg *msg;
+		int left;
+
+		curl_multi_perform(m, &running);
+		while ((msg = curl_multi_info_read(m, &left))) {
+			struct call *c = NULL;
+			double t = now_us();
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			for (int i = 0; i < o.conns; i++)
+				if (calls[i].curl == msg->easy_handle)
+					c = &calls[i];
+			if (!c)
+				continue;
+			curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+			if (msg->data.result != CURLE_OK || c->status != 200 || c->function_error)
+				errors += c->t0 >= measure_from;
+			else if (c->t0 >= measure_from && t <= end) {
+				done++;
+				if (n < cap)
+					lat[n++] = t - c->t0;
+			}
+			curl_multi_remove_handle(m, c->curl);
+			if (t < end) {
+				call_reset(c);
+				c->t0 = now_us();
+				curl_multi_add_handle(m, c->curl);
+			}
+		}
+		if (now_us() >= end && running == 0)
+			break;
+		curl_multi_poll(m, NULL, 0, 100, NULL);
+	}
+	printf("load: %d keep-alive connections in parallel, %.0f s after %.0f s warm-up:\n",
+	       o.conns, o.seconds, o.warmup_s);
+	line("HTTP invoke under load", lat, (int)n, done / o.seconds);
+	if (errors)
+		printf("  errors: %ld\n", errors);
+	for (int i = 0; i < o.conns; i++)
+		call_free(&calls[i]);
+	curl_multi_cleanup(m);
+	free(calls);
+	free(lat);
+	return errors ? -1 : 0;
+}
+
+static long long metric_vms(void)
+{
+	struct call c;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	long long v = -1;
+
+	call_init(&c, "GET", "/metrics", false);
+	curl_easy_setopt(c.curl, CURLOPT_WRITEFUNCTION, NULL);
+	curl_easy_setopt(c.curl, CURLOPT_WRITEDATA, f);
+	if (call_run(&c) == 0) {
+		fflush(f);
+		for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+			if (strncmp(l, "hearth_vms ", 11) == 0)
+				v = atoll(l + 11);
+	}
+	fclose(f);
+	free(buf);
+	call_free(&c);
+	return v;
+}
+
+static void cold_report(const char *what, double *e2e, double *vm, double *init, int n,
+			const char *vm_what)
+{
+	printf("%s, %d runs:\n", what, n);
+	line("first invoke, end to end", e2e, n, 0);
+	line(vm_what, vm, n, 0);
+	line("init step (X-Hearth-Init-Ms)", init, n, 0);
+}
+
+static int phase_cold(void)
+{
+	char fpath[512], ipath[512], dpath[700];
+	double *e2e = calloc((size_t)o.cold, sizeof(double));
+	double *boot = calloc((size_t)o.cold, sizeof(double));
+	double *init = calloc((size_t)o.cold, sizeof(double));
+	double *deploy = calloc((size_t)o.cold, sizeof(double));
+	FILE *pkg;
+	struct stat st;
+	int n = 0;
+
+	if (!e2e || !boot || !init || !deploy)
+		return -1;
+	snprintf(fpath, sizeof(fpath), "/v1/functions/%s", o.function);
+	snprintf(ipath, sizeof(ipath), "/v1/functions/%s/invoke", o.function);
+	snprintf(dpath, sizeof(dpath), "/v1/functions/%s%s%s", o.function,
+		 o.deploy_query ? "?" : "", o.deploy_query ? o.deploy_query : "");
+	for (int i = 0; i < o.cold; i++) {
+		struct call del, dep, inv;
+		double t0;
+
+		pkg = fopen(o.package, "rb");
+		if (!pkg || fstat(fileno(pkg), &st)) {
+			perror(o.package);
+			return -1;
+		}
+		call_init(&del, "DELETE", fpath, false);
+		if (call_run(&del))
+			return -1;
+		call_free(&del);
+		call_init(&dep, "POST", dpath, false);
+		curl_easy_setopt(dep.curl, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(dep.curl, CURLOPT_READDATA, pkg);
+		curl_easy_setopt(dep.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)st.st_size);
+		dep.hdrs = curl_slist_append(dep.hdrs, "Content-Type: application/gzip");
+		curl_easy_setopt(dep.curl, CURLOPT_HTTPHEADER, dep.hdrs);
+		t0 = now_us();
+		if (call_run(&dep))
+			return -1;
+		deploy[n] = now_us() - t0;
+		call_free(&dep);
+		fclose(pkg);
+		call_init(&inv, "POST", ipath, false);
+		t0 = now_us();
+		if (call_run(&inv))
+			return -1;
+		e2e[n] = now_us() - t0;
+		if (strcmp(inv.cold, "true") || strcmp(inv.path, "boot")) {
+			fprintf(stderr, "bench_invoke: invoke after redeploy was not a boot cold start "
+					"(cold %s, path %s)\n", inv.cold, inv.path);
+			return -1;
+		}
+		boot[n] = atof(inv.boot_ms) * 1000;
+		init[n] = atof(inv.init_ms) * 1000;
+		n++;
+		call_free(&inv);
+	}
+	cold_report("cold start, boot path (delete + redeploy, then invoke)", e2e, boot, init, n,
+		    "VM boot to Ready (X-Hearth-Boot-Ms)");
+	line("deploy (upload + image build), for reference", deploy, n, 0);
+	free(e2e);
+	free(boot);
+	free(init);
+	free(deploy);
+	return 0;
+}
+
+static int phase_restore(void)
+{
+	char ipath[512];
+	double *e2e = calloc((size_t)o.restore, sizeof(double));
+	double *rest = calloc((size_t)o.restore, sizeof(double));
+	double *init = calloc((size_t)o.restore, sizeof(double));
+	int n = 0;
+
+	if (!e2e || !rest || !init)
+		return -1;
+	snprintf(ipath, sizeof(ipath), "/v1/functions/%s/invoke", o.function);
+	for (int i = 0; i < o.restore; i++) {
+		struct call inv;
+		double t0, waited = now_us();
+
+		call_init(&inv, "POST", ipath, false);
+		if (call_run(&inv)) /* a VM exists and is idle after this */
+			return -1;
+		/* Keep-warm expires, the VM is saved and stops counting as alive. */
+		while (metric_vms() > 0) {
+			if (now_us() - waited > 600e6) {
+				fprintf(stderr, "bench_invoke: VMs never went idle; is keep-warm short?\n");
+				return -1;
+			}
+			usleep(200000);
+		}
+		usleep((useconds_t)(o.idle_wait_s * 1e6)); /* let the save finish */
+		t0 = now_us();
+		if (call_run(&inv))
+			return -1;
+		e2e[n] = now_us() - t0;
+		if (strcmp(inv.cold, "true") || strcmp(inv.path, "restore")) {
+			fprintf(stderr, "bench_invoke: invoke after keep-warm was not a restore "
+					"(cold %s, path %s)\n", inv.cold, inv.path);
+			call_free(&inv);
+			continue;
+		}
+		rest[n] = atof(inv.restore_ms) * 1000;
+		init[n] = atof(inv.init_ms[0] ? inv.init_ms : "0") * 1000;
+		n++;
+		call_free(&inv);
+	}
+	if (n)
+		cold_report("cold start, restore path (VM suspended after keep-warm, then invoke)",
+			    e2e, rest, init, n, "restore to running (X-Hearth-Restore-Ms)");
+	free(e2e);
+	free(rest);
+	free(init);
+	return n == o.restore ? 0 : -1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: bench_invoke --url URL --key KEY --function NAME [options]\n"
+		"  --url URL              http://HOST:PORT or unix:/PATH of hearthd\n"
+		"  --key KEY --tenant T   API key (admin key + tenant, or a tenant key)\n"
+		"  --label TEXT           engine/accelerator printed with every figure\n"
+		"  --iterations N         warm sequential invokes (default 2000)\n"
+		"  --agent-sock PATH --agent-handler PATH   a bare hearth-agent for comparison\n"
+		"  --conns C --seconds S --warmup S          load phase (default 4, 5, 1; 0 conns skips)\n"
+		"  --cold N --package TGZ [--deploy-query Q] boot-path cold starts by redeploying\n"
+		"  --restore N [--idle-wait S]               restore-path cold starts after keep-warm\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "url", required_argument, NULL, 'u' },      { "key", required_argument, NULL, 'k' },
+		{ "tenant", required_argument, NULL, 't' },   { "function", required_argument, NULL, 'f' },
+		{ "label", required_argument, NULL, 'l' },    { "iterations", required_argument, NULL, 'n' },
+		{ "agent-sock", required_argument, NULL, 'a' },
+		{ "agent-handler", required_argument, NULL, 'H' },
+		{ "conns", required_argument, NULL, 'c' },    { "seconds", required_argument, NULL, 's' },
+		{ "warmup", required_argument, NULL, 'w' },   { "cold", required_argument, NULL, 'C' },
+		{ "package", required_argument, NULL, 'p' },  { "deploy-query", required_argument, NULL, 'q' },
+		{ "restore", required_argument, NULL, 'R' },  { "idle-wait", required_argument, NULL, 'i' },
+		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
+	};
+	int c, rc = 0;
+
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'u': o.url = optarg; break;
+		case 'k': o.key = optarg; break;
+		case 't': o.tenant = optarg; break;
+		case 'f': o.function = optarg; break;
+		case 'l': o.label = optarg; break;
+		case 'n': o.iterations = atoi(optarg); break;
+		case 'a': o.agent_sock = optarg; break;
+		case 'H': o.agent_handler = optarg; break;
+		case 'c': o.conns = atoi(optarg); break;
+		case 's': o.seconds = atof(optarg); break;
+		case 'w': o.warmup_s = atof(optarg); break;
+		case 'C': o.cold = atoi(optarg); break;
+		case 'p': o.package = optarg; break;
+		case 'q': o.deploy_query = optarg; break;
+		case 'R': o.restore = atoi(optarg); break;
+		case 'i': o.idle_wait_s = atof(optarg); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!o.url || !o.key || !o.function || (o.agent_sock && !o.agent_handler) ||
+	    (o.cold && !o.package) || o.iterations < 10 || o.seconds <= 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (strncmp(o.url, "unix:", 5) == 0) {
+		sock_path = o.url + 5;
+		snprintf(base, sizeof(base), "http://localhost");
+	} else {
+		snprintf(base, sizeof(base), "%s", o.url);
+	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (phase_warm())
+		rc = 1;
+	if (!rc && o.conns > 0 && phase_load())
+		rc = 1;
+	if (!rc && o.cold > 0 && phase_cold())
+		rc = 1;
+	if (!rc && o.restore > 0 && phase_restore())
+		rc = 1;
+	curl_global_cleanup();
+	return rc;
+}
