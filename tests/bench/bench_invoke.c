@@ -38,13 +38,13 @@
 
 struct opts {
 	const char *url, *key, *tenant, *function, *label;
-	const char *agent_sock, *agent_handler, *package, *deploy_query;
-	int iterations, conns, cold, restore;
+	const char *agent_sock, *agent_handler, *package, *deploy_query, *conns;
+	int iterations, cold, restore, daemon_pid;
 	double seconds, warmup_s, idle_wait_s;
 };
 
 static struct opts o = {
-	.label = "?", .iterations = 2000, .conns = 4, .seconds = 5, .warmup_s = 1,
+	.label = "?", .iterations = 2000, .conns = "4", .seconds = 5, .warmup_s = 1,
 	.idle_wait_s = 3,
 };
 static char base[1024];
@@ -71,6 +71,30 @@ static double pct(double *v, int n, double p)
 		return 0;
 	qsort(v, (size_t)n, sizeof(*v), cmp);
 	return v[(int)(p * (n - 1) + 0.5)];
+}
+
+/* CPU seconds (user + system, all threads) hearthd has used so far, or -1. */
+static double daemon_cpu_s(void)
+{
+	char path[64], buf[2048], *p;
+	unsigned long long ut, st;
+	FILE *f;
+	size_t n;
+
+	if (!o.daemon_pid)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/stat", o.daemon_pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* ---- one HTTP exchange ------------------------------------------------------- */
@@ -237,7 +261,7 @@ static int phase_warm(void)
 	double *agent = calloc((size_t)o.iterations, sizeof(double));
 	double *handler = calloc((size_t)o.iterations, sizeof(double));
 	double *diff = calloc((size_t)o.iterations, sizeof(double));
-	double total = 0, t0;
+	double total = 0, t0, cpu0;
 	int n = o.iterations;
 
 	if (!e2e || !agent || !handler || !diff)
@@ -265,6 +289,7 @@ static int phase_warm(void)
 			agent_result_free(&r);
 		}
 	}
+	cpu0 = daemon_cpu_s();
 	for (int i = 0; i < n; i++) {
 		t0 = now_us();
 		if (call_run(&c))
@@ -288,6 +313,10 @@ static int phase_warm(void)
 			agent_result_free(&r);
 		}
 	}
+	if (cpu0 >= 0 && daemon_cpu_s() >= 0)
+		cpu0 = daemon_cpu_s() - cpu0;
+	else
+		cpu0 = -1;
 	printf("warm invokes, one keep-alive connection, %d sequential:\n", n);
 	line("HTTP invoke through hearthd (end to end)", e2e, n, n / (total / 1e6));
 	line("handler time reported by the agent", handler, n, 0);
@@ -302,6 +331,10 @@ static int phase_warm(void)
 		       pe - pa, pe, pe / pa, pa, o.label);
 		agent_close(ac);
 	}
+	if (cpu0 >= 0)
+		printf("  hearthd's own CPU time per warm invoke (all its threads; not the function "
+		       "VMs): %.1f us   [%s]\n",
+		       cpu0 * 1e6 / n, o.label);
 	call_free(&c);
 	free(e2e);
 	free(agent);
@@ -310,20 +343,21 @@ static int phase_warm(void)
 	return 0;
 }
 
-static int phase_load(void)
+static int phase_load(int conns)
 {
 	CURLM *m = curl_multi_init();
-	struct call *calls = calloc((size_t)o.conns, sizeof(*calls));
+	struct call *calls = calloc((size_t)conns, sizeof(*calls));
 	size_t cap = 1 << 20, n = 0;
 	double *lat = malloc(cap * sizeof(double));
 	double start, end, measure_from;
 	char path[512];
 	long errors = 0, done = 0;
+	double cpu_a = -1, cpu_b = -1;
 	int running;
 
 	if (!m || !calls || !lat)
 		return -1;
-	snprintf(path, sizeof(path), "/v1/functions/%s/prewarm?count=%d", o.function, o.conns);
+	snprintf(path, sizeof(path), "/v1/functions/%s/prewarm?count=%d", o.function, conns);
 	{
 		struct call pw;
 
@@ -333,8 +367,8 @@ static int phase_load(void)
 		call_free(&pw);
 	}
 	snprintf(path, sizeof(path), "/v1/functions/%s/invoke", o.function);
-	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)o.conns);
-	for (int i = 0; i < o.conns; i++) {
+	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)conns);
+	for (int i = 0; i < conns; i++) {
 		call_init(&calls[i], "POST", path, false);
 		calls[i].t0 = now_us();
 		curl_multi_add_handle(m, calls[i].curl);
@@ -347,13 +381,17 @@ static int phase_load(void)
 		int left;
 
 		curl_multi_perform(m, &running);
+		if (cpu_a < 0 && now_us() >= measure_from)
+			cpu_a = daemon_cpu_s();
+		if (cpu_b < 0 && now_us() >= end)
+			cpu_b = daemon_cpu_s();
 		while ((msg = curl_multi_info_read(m, &left))) {
 			struct call *c = NULL;
 			double t = now_us();
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
-			for (int i = 0; i < o.conns; i++)
+			for (int i = 0; i < conns; i++)
 				if (calls[i].curl == msg->easy_handle)
 					c = &calls[i];
 			if (!c)
@@ -378,11 +416,14 @@ static int phase_load(void)
 		curl_multi_poll(m, NULL, 0, 100, NULL);
 	}
 	printf("load: %d keep-alive connections in parallel, %.0f s after %.0f s warm-up:\n",
-	       o.conns, o.seconds, o.warmup_s);
+	       conns, o.seconds, o.warmup_s);
 	line("HTTP invoke under load", lat, (int)n, done / o.seconds);
+	if (cpu_a >= 0 && cpu_b >= 0 && done > 0)
+		printf("  hearthd's own CPU time per invoke under load: %.1f us   [%s]\n",
+		       (cpu_b - cpu_a) * 1e6 / (double)done, o.label);
 	if (errors)
 		printf("  errors: %ld\n", errors);
-	for (int i = 0; i < o.conns; i++)
+	for (int i = 0; i < conns; i++)
 		call_free(&calls[i]);
 	curl_multi_cleanup(m);
 	free(calls);
@@ -549,9 +590,11 @@ static void usage(FILE *f)
 		"  --label TEXT           engine/accelerator printed with every figure\n"
 		"  --iterations N         warm sequential invokes (default 2000)\n"
 		"  --agent-sock PATH --agent-handler PATH   a bare hearth-agent for comparison\n"
-		"  --conns C --seconds S --warmup S          load phase (default 4, 5, 1; 0 conns skips)\n"
+		"  --conns C[,C...] --seconds S --warmup S   load phase per connection count\n"
+		"                                            (default 4, 5, 1; 0 skips it)\n"
 		"  --cold N --package TGZ [--deploy-query Q] boot-path cold starts by redeploying\n"
-		"  --restore N [--idle-wait S]               restore-path cold starts after keep-warm\n");
+		"  --restore N [--idle-wait S]               restore-path cold starts after keep-warm\n"
+		"  --daemon-pid PID       report hearthd's CPU time per warm invoke\n");
 }
 
 int main(int argc, char **argv)
@@ -566,6 +609,7 @@ int main(int argc, char **argv)
 		{ "warmup", required_argument, NULL, 'w' },   { "cold", required_argument, NULL, 'C' },
 		{ "package", required_argument, NULL, 'p' },  { "deploy-query", required_argument, NULL, 'q' },
 		{ "restore", required_argument, NULL, 'R' },  { "idle-wait", required_argument, NULL, 'i' },
+		{ "daemon-pid", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
 	};
 	int c, rc = 0;
@@ -580,7 +624,7 @@ int main(int argc, char **argv)
 		case 'n': o.iterations = atoi(optarg); break;
 		case 'a': o.agent_sock = optarg; break;
 		case 'H': o.agent_handler = optarg; break;
-		case 'c': o.conns = atoi(optarg); break;
+		case 'c': o.conns = optarg; break;
 		case 's': o.seconds = atof(optarg); break;
 		case 'w': o.warmup_s = atof(optarg); break;
 		case 'C': o.cold = atoi(optarg); break;
@@ -588,6 +632,7 @@ int main(int argc, char **argv)
 		case 'q': o.deploy_query = optarg; break;
 		case 'R': o.restore = atoi(optarg); break;
 		case 'i': o.idle_wait_s = atof(optarg); break;
+		case 'P': o.daemon_pid = atoi(optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -606,8 +651,10 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (phase_warm())
 		rc = 1;
-	if (!rc && o.conns > 0 && phase_load())
-		rc = 1;
+	/* One load run per connection count in the comma-separated --conns list. */
+	for (const char *p = o.conns; !rc && p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (atoi(p) > 0 && phase_load(atoi(p)))
+			rc = 1;
 	if (!rc && o.cold > 0 && phase_cold())
 		rc = 1;
 	if (!rc && o.restore > 0 && phase_restore())
