@@ -45,8 +45,9 @@ void hctl_usage_globals(FILE *f)
 {
 	fprintf(f,
 		"global options (anywhere on the command line):\n"
-		"  --url URL      hearthd endpoint: http://HOST:PORT or unix:/PATH (default $HEARTH_URL,\n"
-		"                 else unix:%s if it exists, else %s)\n"
+		"  --url URL      hearthd endpoint: http://HOST:PORT, HOST:PORT or unix:/PATH (default\n"
+		"                 $HEARTH_URL,"
+		" else unix:%s if it exists, else %s)\n"
 		"  --key KEY      API key, or @FILE to read it from a file (default $HEARTH_KEY, else\n"
 		"                 %s when readable)\n"
 		"  --tenant NAME  act for this tenant with the admin key (default $HEARTH_TENANT)\n"
@@ -218,6 +219,9 @@ static int resolve(void)
 		n = strlen(conn.base);
 		while (n && conn.base[n - 1] == '/')
 			conn.base[--n] = 0;
+	} else if (!strstr(url, "://") && url[0] != '/' && strchr(url, ':') &&
+		   strlen(url) + 7 < sizeof(conn.base)) {
+		snprintf(conn.base, sizeof(conn.base), "http://%s", url); /* HOST:PORT */
 	} else {
 		fprintf(stderr, "hearthctl: --url wants http://HOST:PORT or unix:/PATH, got '%s'\n", url);
 		return HCTL_EXIT_USAGE;
@@ -565,14 +569,21 @@ int hctl_api_error(const struct hctl_response *rs)
 	const char *msg =
 		json_string_value(json_object_get(json_object_get(j, "error"), "message"));
 
+	const char *rid =
+		json_string_value(json_object_get(json_object_get(j, "error"), "request_id"));
+	const char *retry = hctl_header(rs, "Retry-After");
+
 	if (code && msg) {
-		fprintf(stderr, "hearthctl: %s: %s\n", code, msg);
+		fprintf(stderr, "hearthctl: %s: %s%s%s%s\n", code, msg, rid ? " (request " : "",
+			rid ? rid : "", rid ? ")" : "");
 	} else {
 		int n = (int)strcspn(rs->body ? rs->body : "", "\n");
 
 		fprintf(stderr, "hearthctl: HTTP %ld from hearthd%s%.*s\n", rs->status,
 			n ? ": " : "", n > 200 ? 200 : n, rs->body ? rs->body : "");
 	}
+	if (retry)
+		fprintf(stderr, "hearthctl: hearthd asks to retry after %s s\n", retry);
 	if (rs->status == 401)
 		fprintf(stderr, "hearthctl: %s\n",
 			conn.key ? "the key was refused (check --key or $HEARTH_KEY)" :
