@@ -397,9 +397,19 @@ static int phase_load(int conns)
 			if (!c)
 				continue;
 			curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
-			if (msg->data.result != CURLE_OK || c->status != 200 || c->function_error)
-				errors += c->t0 >= measure_from;
-			else if (c->t0 >= measure_from && t <= end) {
+			if (msg->data.result != CURLE_OK) {
+				/* hearthd is gone or broken: stop rather than spin on refusals. */
+				fprintf(stderr, "bench_invoke: load: %s\n",
+					curl_easy_strerror(msg->data.result));
+				errors++;
+				end = t;
+			} else if (c->status != 200 || c->function_error) {
+				if (errors++ == 0)
+					fprintf(stderr, "bench_invoke: load: HTTP %ld%s\n", c->status,
+						c->function_error ? " (function error)" : "");
+			}
+			if (msg->data.result == CURLE_OK && c->status == 200 && !c->function_error &&
+			    c->t0 >= measure_from && t <= end) {
 				done++;
 				if (n < cap)
 					lat[n++] = t - c->t0;
@@ -417,7 +427,8 @@ static int phase_load(int conns)
 	}
 	printf("load: %d keep-alive connections in parallel, %.0f s after %.0f s warm-up:\n",
 	       conns, o.seconds, o.warmup_s);
-	line("HTTP invoke under load", lat, (int)n, done / o.seconds);
+	if (n)
+		line("HTTP invoke under load", lat, (int)n, done / o.seconds);
 	if (cpu_a >= 0 && cpu_b >= 0 && done > 0)
 		printf("  hearthd's own CPU time per invoke under load: %.1f us   [%s]\n",
 		       (cpu_b - cpu_a) * 1e6 / (double)done, o.label);
