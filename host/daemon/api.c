@@ -350,11 +350,13 @@ static enum MHD_Result h_invoke(struct req *r, const struct principal *who, cons
 	}
 	new_request_id(inv->request_id);
 	if (type && strcmp(type, "Event") == 0) {
-		char loc[96];
-		const char *h[] = { "X-Hearth-Request-Id", inv->request_id, "Location", loc, NULL };
+		char loc[96], id[64];
+		const char *h[] = { "X-Hearth-Request-Id", id, "Location", loc, NULL };
+
+		snprintf(id, sizeof(id), "%s", inv->request_id);
 
 		rc = store_async_put(a->store, inv->request_id, who->tenant_id, inv->ver.id, r->body,
-				     r->len, mono_us() / 1000 ? wall_us() / 1000 : 0);
+				     r->len, wall_us() / 1000);
 		snprintf(loc, sizeof(loc), "/v1/invocations/%s", inv->request_id);
 		json_t *j = json_pack("{s:s,s:s,s:i}", "request_id", inv->request_id, "function",
 				      name, "version", inv->ver.version);
@@ -570,9 +572,10 @@ static enum MHD_Result h_function(struct req *r, const struct principal *who, co
 		json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
 		json_t *p = json_object_get(j, "provisioned");
 		json_int_t n = json_integer_value(p);
+		bool is_int = json_is_integer(p);
 
 		json_decref(j);
-		if (!json_is_integer(p) || n < 0 || n > 1000)
+		if (!is_int || n < 0 || n > 1000)
 			return send_error(c, 400, "InvalidRequest",
 					  "body must be {\"provisioned\": 0..1000}");
 		if (store_function_set_provisioned(a->store, who->tenant_id, name, (int)n))

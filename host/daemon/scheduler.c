@@ -537,8 +537,9 @@ void sched_submit(struct sched *s, struct invocation *inv)
 			 inv->ver.engine);
 		return;
 	}
-	if (p->nidle == 0 && p->nbooting <= p->nqueued && s->total_vms >= s->cfg.max_vms &&
-	    p->nvms == 0 && p->nsaved == 0) {
+	/* Refuse only when nothing of this pool exists or is coming; otherwise wait in line. */
+	if (s->total_vms >= s->cfg.max_vms && p->nvms == 0 && p->nbooting == 0 &&
+	    p->nrestoring == 0 && p->nsaved == 0) {
 		pthread_mutex_unlock(&s->mu);
 		metrics_throttle();
 		fail_inv(inv, 429, "HostCapacityExceeded",

@@ -217,15 +217,34 @@ static int child_main(void *arg)
 	dup2(p->log_fd, 1);
 	dup2(p->log_fd, 2);
 	close(p->log_fd);
-	agent = fork();
+	/*
+	 * We were cloned from a multithreaded hearthd and never exec ourselves:
+	 * drop every other fd it had open (client connections, other VMs' agent
+	 * sockets), or this namespace would keep them alive after hearthd closes
+	 * them.
+	 */
+	if (p->err_fd > 3)
+		close_range(3, (unsigned)p->err_fd - 1, 0);
+	close_range((unsigned)p->err_fd + 1, ~0U, 0);
+	/*
+	 * vfork, not fork: glibc's fork() takes locks (malloc, stdio) that another
+	 * hearthd thread may have held at the moment of clone(), which deadlocks
+	 * this child forever. vfork is a bare syscall; the child only execs.
+	 */
+	agent = vfork();
 	if (agent < 0)
 		child_fail(p, "fork");
 	if (agent == 0) {
 		char *const argv[] = {"/init", "--unix", "/agent.sock", NULL};
 		char *const envp[] = {"PATH=/bin:/usr/bin", NULL};
 
+		static const char msg[] = "exec /init failed";
+
 		execve("/init", argv, envp);
-		child_fail(p, "exec /init");
+		/* only async-signal-safe calls after vfork */
+		if (write(p->err_fd, msg, sizeof(msg) - 1) < 0)
+			_exit(127);
+		_exit(127);
 	}
 	close(p->err_fd);
 	/* As PID 1 we inherit every orphan: reap them until the agent exits. */

@@ -1,0 +1,977 @@
+/*
+ * Daemon tests: each case starts the real hearthd (process engine unless the
+ * case says otherwise), drives it over HTTP with libcurl, and stops it.
+ * Every case that feeds bad input also checks that hearthd kept working.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "../cmocka_main.h"
+
+struct hd {
+	pid_t pid;
+	char dir[64];
+	char base[64];
+	char admin[160];
+	int port;
+};
+
+struct resp {
+	long status;
+	char *body;
+	size_t len;
+	char *hdrs;
+	size_t hlen;
+};
+
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t n = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	getsockname(fd, (struct sockaddr *)&sa, &n);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+static size_t on_data(char *p, size_t sz, size_t n, void *ud)
+{
+	char **buf = ((char ***)ud)[0];
+	size_t *len = ((size_t **)ud)[1];
+	char *nb = realloc(*buf, *len + sz * n + 1);
+
+	if (!nb)
+		return 0;
+	memcpy(nb + *len, p, sz * n);
+	*len += sz * n;
+	nb[*len] = 0;
+	*buf = nb;
+	return sz * n;
+}
+
+static void resp_free(struct resp *r)
+{
+	free(r->body);
+	free(r->hdrs);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Performs one request; returns the HTTP status (0 if the connection failed). */
+static long http(struct hd *h, const char *method, const char *path, const char *key,
+		 const char *tenant, const void *body, size_t len, const char *extra, struct resp *r)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *hl = NULL;
+	char url[512], auth[256], th[160];
+	void *bud[2] = { &r->body, &r->len }, *hud[2] = { &r->hdrs, &r->hlen };
+
+	memset(r, 0, sizeof(*r));
+	snprintf(url, sizeof(url), "%s%s", h->base, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (key) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+		hl = curl_slist_append(hl, auth);
+	}
+	if (tenant) {
+		snprintf(th, sizeof(th), "X-Hearth-Tenant: %s", tenant);
+		hl = curl_slist_append(hl, th);
+	}
+	if (extra)
+		hl = curl_slist_append(hl, extra);
+	hl = curl_slist_append(hl, "Expect:");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	if (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	}
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, bud);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, hud);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	curl_slist_free_all(hl);
+	curl_easy_cleanup(c);
+	return r->status;
+}
+
+/* Value of a response header (static buffer), or NULL. */
+static const char *hdr(struct resp *r, const char *name)
+{
+	static char val[512];
+	size_t n = strlen(name);
+
+	for (char *p = r->hdrs; p && *p;) {
+		char *eol = strstr(p, "\r\n");
+
+		if (!eol)
+			break;
+		if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+			size_t l = (size_t)(eol - (p + n + 1));
+
+			snprintf(val, sizeof(val), "%.*s", (int)l, p + n + 1);
+			char *v = val;
+			while (*v == ' ')
+				v++;
+			return v;
+		}
+		p = eol + 2;
+	}
+	return NULL;
+}
+
+static json_t *body_json(struct resp *r)
+{
+	json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+
+	assert_non_null(j);
+	return j;
+}
+
+static const char *error_code(struct resp *r)
+{
+	static char code[64];
+	json_t *j = body_json(r);
+
+	snprintf(code, sizeof(code), "%s",
+		 json_string_value(json_object_get(json_object_get(j, "error"), "code")) ?: "");
+	json_decref(j);
+	return code;
+}
+
+static void hd_start_args(struct hd *h, const char *const *extra)
+{
+	char state[128], run[128], sock[128], listen[64], log[128], keyf[160];
+	const char *argv[40];
+	int n = 0;
+
+	snprintf(state, sizeof(state), "%s/state", h->dir);
+	snprintf(run, sizeof(run), "%s/run", h->dir);
+	snprintf(sock, sizeof(sock), "%s/api.sock", h->dir);
+	snprintf(log, sizeof(log), "%s/hearthd.log", h->dir);
+	if (!h->port)
+		h->port = free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", h->port);
+	snprintf(h->base, sizeof(h->base), "http://127.0.0.1:%d", h->port);
+	argv[n++] = HEARTHD_BIN;
+	argv[n++] = "--state-dir";
+	argv[n++] = state;
+	argv[n++] = "--run-dir";
+	argv[n++] = run;
+	argv[n++] = "--socket";
+	argv[n++] = sock;
+	argv[n++] = "--listen";
+	argv[n++] = listen;
+	argv[n++] = "--async-backoff-ms";
+	argv[n++] = "100";
+	argv[n++] = "--verbose";
+	for (size_t i = 0; extra && extra[i]; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	h->pid = fork();
+	assert_true(h->pid >= 0);
+	if (h->pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		dup2(fd, 2);
+		dup2(fd, 1);
+		execv(HEARTHD_BIN, (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 300; i++) {
+		struct resp r;
+
+		if (http(h, "GET", "/healthz", NULL, NULL, NULL, 0, NULL, &r) == 200) {
+			resp_free(&r);
+			break;
+		}
+		resp_free(&r);
+		assert_int_equal(waitpid(h->pid, NULL, WNOHANG), 0); /* still starting, not dead */
+		usleep(50000);
+	}
+	snprintf(keyf, sizeof(keyf), "%s/admin.key", state);
+	FILE *f = fopen(keyf, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(h->admin, sizeof(h->admin), f));
+	fclose(f);
+	h->admin[strcspn(h->admin, "\n")] = 0;
+	struct stat st;
+	assert_int_equal(stat(keyf, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600); /* the admin key is private */
+}
+
+static const char *const process_engine[] = { "--engine", "process", "--allow-unisolated", NULL };
+
+static void hd_start(struct hd *h)
+{
+	hd_start_args(h, process_engine);
+}
+
+static void hd_alive(struct hd *h)
+{
+	struct resp r;
+
+	assert_int_equal(waitpid(h->pid, NULL, WNOHANG), 0);
+	assert_int_equal(http(h, "GET", "/healthz", NULL, NULL, NULL, 0, NULL, &r), 200);
+	resp_free(&r);
+}
+
+static void hd_stop(struct hd *h)
+{
+	int st = 0;
+
+	hd_alive(h);
+	kill(h->pid, SIGTERM);
+	for (int i = 0; i < 600 && waitpid(h->pid, &st, WNOHANG) == 0; i++)
+		usleep(50000);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static int setup(void **state)
+{
+	struct hd *h = calloc(1, sizeof(*h));
+
+	strcpy(h->dir, "/tmp/hearth-dt.XXXXXX");
+	if (!mkdtemp(h->dir))
+		return -1;
+	*state = h;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct hd *h = *state;
+	char cmd[128];
+
+	if (h->pid > 0 && waitpid(h->pid, NULL, WNOHANG) == 0) {
+		kill(h->pid, SIGKILL);
+		waitpid(h->pid, NULL, 0);
+	}
+	if (getenv("HEARTH_KEEP_TEST_DIRS") == NULL) {
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", h->dir);
+		if (system(cmd) != 0) {
+			/* best effort */
+		}
+	} else {
+		fprintf(stderr, "kept %s\n", h->dir);
+	}
+	free(h);
+	return 0;
+}
+
+static char *tenant_create(struct hd *h, const char *name)
+{
+	struct resp r;
+	char body[128];
+	json_t *j;
+	char *key;
+
+	snprintf(body, sizeof(body), "{\"name\": \"%s\"}", name);
+	assert_int_equal(http(h, "POST", "/v1/tenants", h->admin, NULL, body, strlen(body), NULL, &r),
+			 201);
+	j = body_json(&r);
+	key = strdup(json_string_value(json_object_get(j, "api_key")));
+	assert_int_equal(strncmp(key, "hk_", 3), 0);
+	json_decref(j);
+	resp_free(&r);
+	return key;
+}
+
+/* Packs a package directory into a tar.gz and reads it into memory. */
+static char *pack(struct hd *h, const char *dir, size_t *len)
+{
+	char out[160], cmd[512];
+	FILE *f;
+	char *buf;
+	long n;
+
+	snprintf(out, sizeof(out), "%s/pkg-%d.tgz", h->dir, rand());
+	snprintf(cmd, sizeof(cmd), "tar -C '%s' -czf '%s' .", dir, out);
+	assert_int_equal(system(cmd), 0);
+	f = fopen(out, "rb");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = malloc((size_t)n);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+static void deploy(struct hd *h, const char *key, const char *name, const char *dir,
+		   const char *query)
+{
+	char path[256];
+	size_t len;
+	char *pkg = pack(h, dir, &len);
+	struct resp r;
+
+	snprintf(path, sizeof(path), "/v1/functions/%s%s", name, query ? query : "");
+	if (http(h, "POST", path, key, NULL, pkg, len, "Content-Type: application/gzip", &r) != 201)
+		fprintf(stderr, "deploy failed: %ld %s\n", r.status, r.body);
+	assert_int_equal(r.status, 201);
+	free(pkg);
+	resp_free(&r);
+}
+
+static long invoke(struct hd *h, const char *key, const char *name, const char *event,
+		   const char *extra, struct resp *r)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "/v1/functions/%s/invoke", name);
+	return http(h, "POST", path, key, NULL, event, strlen(event), extra, r);
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+static void test_deploy_cold_warm(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL);
+	assert_int_equal(invoke(h, key, "hello", "{\"n\": 1}", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "Hello from hearth"));
+	assert_non_null(strstr(r.body, "{\"n\": 1}"));
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "true");
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start-Path"), "boot");
+	assert_non_null(hdr(&r, "X-Hearth-Boot-Ms"));
+	assert_non_null(hdr(&r, "X-Hearth-Init-Ms"));
+	assert_int_equal(strlen(hdr(&r, "X-Hearth-Request-Id")), 36);
+	double dur = atof(hdr(&r, "X-Hearth-Duration-Ms"));
+	long billed = atol(hdr(&r, "X-Hearth-Billed-Duration-Ms"));
+	assert_true(dur > 0);
+	assert_true(billed >= dur && billed < dur + 1.0001); /* rounded up to the ms */
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "hello", "{\"n\": 2}", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "false");
+	assert_null(hdr(&r, "X-Hearth-Boot-Ms"));
+	resp_free(&r);
+	/* A second version is a new immutable version; both remain invocable. */
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", "?memory_mb=256");
+	assert_int_equal(http(h, "GET", "/v1/functions/hello", key, NULL, NULL, 0, NULL, &r), 200);
+	json_t *j = body_json(&r);
+	assert_int_equal(json_integer_value(json_object_get(j, "latest_version")), 2);
+	assert_int_equal(json_array_size(json_object_get(j, "versions")), 2);
+	json_decref(j);
+	resp_free(&r);
+	assert_int_equal(http(h, "POST", "/v1/functions/hello/invoke?version=1", key, NULL, "{}", 2,
+			      NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Function-Version"), "1");
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
+static json_t *wait_event(struct hd *h, const char *key, const char *id, const char *want)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/v1/invocations/%s", id);
+	for (int i = 0; i < 300; i++) {
+		struct resp r;
+		json_t *j;
+
+		assert_int_equal(http(h, "GET", path, key, NULL, NULL, 0, NULL, &r), 200);
+		j = body_json(&r);
+		resp_free(&r);
+		if (strcmp(json_string_value(json_object_get(j, "state")), want) == 0)
+			return j;
+		json_decref(j);
+		usleep(50000);
+	}
+	fail_msg("event %s never reached state %s", id, want);
+	return NULL;
+}
+
+static void test_async_dead_letter(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key, id[64];
+	json_t *j;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "fail", FNS_DIR "/fail", NULL);
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL);
+	assert_int_equal(invoke(h, key, "fail", "{}", "X-Hearth-Invocation-Type: Event", &r), 202);
+	j = body_json(&r);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "request_id")));
+	assert_string_equal(hdr(&r, "X-Hearth-Request-Id"), id);
+	json_decref(j);
+	resp_free(&r);
+	/* 1 attempt + 2 retries with backoff, then the dead-letter list. */
+	j = wait_event(h, key, id, "dead");
+	assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 3);
+	assert_non_null(strstr(json_string_value(json_object_get(j, "last_error")), "FunctionError"));
+	json_decref(j);
+	assert_int_equal(http(h, "GET", "/v1/dead-letters", key, NULL, NULL, 0, NULL, &r), 200);
+	j = body_json(&r);
+	json_t *dl = json_object_get(j, "dead_letters");
+	assert_int_equal(json_array_size(dl), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(dl, 0), "request_id")), id);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(dl, 0), "payload")), "{}");
+	json_decref(j);
+	resp_free(&r);
+	/* Every attempt is in the function's log. */
+	assert_int_equal(http(h, "GET", "/v1/functions/fail/logs", key, NULL, NULL, 0, NULL, &r), 200);
+	j = body_json(&r);
+	assert_int_equal(json_array_size(json_object_get(j, "invocations")), 3);
+	assert_non_null(strstr(r.body, "this function always fails"));
+	json_decref(j);
+	resp_free(&r);
+	/* A successful event ends as succeeded, once. */
+	assert_int_equal(invoke(h, key, "hello", "\"async\"", "X-Hearth-Invocation-Type: Event", &r),
+			 202);
+	j = body_json(&r);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "request_id")));
+	json_decref(j);
+	resp_free(&r);
+	j = wait_event(h, key, id, "succeeded");
+	assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 1);
+	json_decref(j);
+	free(key);
+	hd_stop(h);
+}
+
+static int metric(struct hd *h, const char *name)
+{
+	struct resp r;
+	const char *p;
+	int v = -1;
+
+	assert_int_equal(http(h, "GET", "/metrics", NULL, NULL, NULL, 0, NULL, &r), 200);
+	p = strstr(r.body, name);
+	while (p && p != r.body && p[-1] != '\n')
+		p = strstr(p + 1, name);
+	if (p)
+		v = atoi(p + strlen(name) + 1);
+	resp_free(&r);
+	return v;
+}
+
+static void test_keep_warm_expiry(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--keep-warm", "1", NULL };
+	struct resp r;
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL);
+	assert_int_equal(invoke(h, key, "hello", "1", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "true");
+	resp_free(&r);
+	assert_int_equal(metric(h, "hearth_vms"), 1);
+	/* Idle past the keep-warm TTL: the VM is destroyed (scale to zero)... */
+	for (int i = 0; i < 100 && metric(h, "hearth_vms") != 0; i++)
+		usleep(100000);
+	assert_int_equal(metric(h, "hearth_vms"), 0);
+	/* ...and the next invocation is a cold start again. */
+	assert_int_equal(invoke(h, key, "hello", "2", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "true");
+	resp_free(&r);
+	/* Provisioned VMs are kept up regardless of the TTL. */
+	assert_int_equal(http(h, "PUT", "/v1/functions/hello/config", key, NULL,
+			      "{\"provisioned\": 2}", 18, NULL, &r), 200);
+	resp_free(&r);
+	for (int i = 0; i < 100 && metric(h, "hearth_vms") != 2; i++)
+		usleep(100000);
+	sleep(2); /* two TTLs */
+	assert_int_equal(metric(h, "hearth_vms"), 2);
+	assert_int_equal(invoke(h, key, "hello", "3", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "false");
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_auth_isolation(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *ka, *kb, id[64];
+
+	hd_start(h);
+	ka = tenant_create(h, "alpha");
+	kb = tenant_create(h, "beta");
+	deploy(h, ka, "secret", EXAMPLES_DIR "/hello", NULL);
+	assert_int_equal(invoke(h, ka, "secret", "x", NULL, &r), 200);
+	resp_free(&r);
+	assert_int_equal(invoke(h, ka, "secret", "x", "X-Hearth-Invocation-Type: Event", &r), 202);
+	json_t *j = body_json(&r);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "request_id")));
+	json_decref(j);
+	resp_free(&r);
+	/* beta sees nothing of alpha's: not the function, its logs, its events or its use. */
+	assert_int_equal(http(h, "GET", "/v1/functions", kb, NULL, NULL, 0, NULL, &r), 200);
+	assert_null(strstr(r.body, "secret"));
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/functions/secret", kb, NULL, NULL, 0, NULL, &r), 404);
+	resp_free(&r);
+	assert_int_equal(invoke(h, kb, "secret", "x", NULL, &r), 404);
+	assert_string_equal(error_code(&r), "FunctionNotFound");
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/functions/secret/logs", kb, NULL, NULL, 0, NULL, &r),
+			 200);
+	j = body_json(&r);
+	assert_int_equal(json_array_size(json_object_get(j, "invocations")), 0);
+	json_decref(j);
+	resp_free(&r);
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/invocations/%s", id);
+	assert_int_equal(http(h, "GET", path, kb, NULL, NULL, 0, NULL, &r), 404);
+	resp_free(&r);
+	assert_int_equal(http(h, "DELETE", "/v1/functions/secret", kb, NULL, NULL, 0, NULL, &r), 404);
+	resp_free(&r);
+	/* beta deploying its own "secret" does not touch alpha's. */
+	deploy(h, kb, "secret", FNS_DIR "/multi", NULL);
+	assert_int_equal(invoke(h, kb, "secret", "b", NULL, &r), 200);
+	assert_memory_equal(r.body, "multi:b", 7);
+	resp_free(&r);
+	assert_int_equal(invoke(h, ka, "secret", "a", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "Hello from hearth"));
+	resp_free(&r);
+	/* Tenants cannot administer; bad and missing keys are refused. */
+	assert_int_equal(http(h, "GET", "/v1/tenants", ka, NULL, NULL, 0, NULL, &r), 403);
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/functions", NULL, NULL, NULL, 0, NULL, &r), 401);
+	assert_string_equal(error_code(&r), "Unauthorized");
+	resp_free(&r);
+	char forged[200];
+	snprintf(forged, sizeof(forged), "%s", ka);
+	forged[strlen(forged) - 1] ^= 1; /* right key id, wrong secret */
+	assert_int_equal(http(h, "GET", "/v1/functions", forged, NULL, NULL, 0, NULL, &r), 401);
+	resp_free(&r);
+	/* The admin acts for a tenant only when it names one. */
+	assert_int_equal(http(h, "GET", "/v1/functions", h->admin, NULL, NULL, 0, NULL, &r), 400);
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/functions", h->admin, "alpha", NULL, 0, NULL, &r), 200);
+	assert_non_null(strstr(r.body, "secret"));
+	resp_free(&r);
+	/* A revoked key stops working at once. */
+	char kid[17];
+	memcpy(kid, kb + 3, 16);
+	kid[16] = 0;
+	snprintf(path, sizeof(path), "/v1/tenants/beta/keys/%s", kid);
+	assert_int_equal(http(h, "DELETE", path, h->admin, NULL, NULL, 0, NULL, &r), 200);
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/functions", kb, NULL, NULL, 0, NULL, &r), 401);
+	resp_free(&r);
+	/* Keys are stored hashed: the database never holds a key in clear. */
+	char db[128], cmd[300];
+	snprintf(db, sizeof(db), "%s/state/hearth.db", h->dir);
+	snprintf(cmd, sizeof(cmd), "grep -c '%s' %s* >/dev/null 2>&1", ka + 20, db);
+	assert_int_not_equal(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "grep -c '%s' %s* >/dev/null 2>&1", h->admin + 20, db);
+	assert_int_not_equal(system(cmd), 0);
+	free(ka);
+	free(kb);
+	hd_stop(h);
+}
+
+static void test_function_errors(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key;
+	json_t *j;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	assert_int_equal(invoke(h, key, "multi", "crash", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Function-Error"), "Crashed");
+	j = body_json(&r);
+	assert_int_equal(json_integer_value(json_object_get(j, "signal")), SIGSEGV);
+	assert_non_null(strstr(json_string_value(json_object_get(j, "logs")), "about to crash"));
+	json_decref(j);
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "multi", "timeout", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Function-Error"), "Timeout");
+	assert_true(atof(hdr(&r, "X-Hearth-Duration-Ms")) >= 1500);
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "multi", "exit4", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Function-Error"), "FunctionError");
+	j = body_json(&r);
+	assert_int_equal(json_integer_value(json_object_get(j, "exitCode")), 4);
+	json_decref(j);
+	resp_free(&r);
+	/* Platform errors are told apart: no X-Hearth-Function-Error, a JSON error and 4xx/5xx. */
+	assert_int_equal(invoke(h, key, "nosuch", "x", NULL, &r), 404);
+	assert_null(hdr(&r, "X-Hearth-Function-Error"));
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "multi", "ok", NULL, &r), 200);
+	assert_memory_equal(r.body, "multi:ok", 8);
+	assert_null(hdr(&r, "X-Hearth-Function-Error"));
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_agent_dies(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	assert_int_equal(invoke(h, key, "multi", "warm", NULL, &r), 200);
+	resp_free(&r);
+	/* The handler kills its agent: a platform error, clearly worded. */
+	assert_int_equal(invoke(h, key, "multi", "killagent", NULL, &r), 502);
+	assert_string_equal(error_code(&r), "AgentFailed");
+	assert_null(hdr(&r, "X-Hearth-Function-Error"));
+	resp_free(&r);
+	/* The VM was replaced: the next invocation works (on a new, cold VM). */
+	assert_int_equal(invoke(h, key, "multi", "after", NULL, &r), 200);
+	assert_memory_equal(r.body, "multi:after", 11);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "true");
+	resp_free(&r);
+	assert_int_equal(metric(h, "hearth_errors_total{origin=\"platform\"}"), 1);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_bad_requests(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key, *big;
+	size_t big_len = (6u << 20) + 1;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL);
+	/* Malformed JSON, bad names, duplicates. */
+	assert_int_equal(http(h, "POST", "/v1/tenants", h->admin, NULL, "{nope", 5, NULL, &r), 400);
+	assert_string_equal(error_code(&r), "InvalidName");
+	resp_free(&r);
+	assert_int_equal(http(h, "POST", "/v1/tenants", h->admin, NULL, "{\"name\":\"a/b\"}", 14,
+			      NULL, &r), 400);
+	resp_free(&r);
+	assert_int_equal(http(h, "POST", "/v1/tenants", h->admin, NULL, "{\"name\":\"acme\"}", 15,
+			      NULL, &r), 409);
+	resp_free(&r);
+	/* An oversized payload is refused (413) before it is read. */
+	big = malloc(big_len);
+	memset(big, 'x', big_len);
+	assert_int_equal(http(h, "POST", "/v1/functions/hello/invoke", key, NULL, big, big_len, NULL,
+			      &r), 413);
+	assert_string_equal(error_code(&r), "PayloadTooLarge");
+	resp_free(&r);
+	free(big);
+	/* Garbage instead of a package, and bad configurations. */
+	assert_int_equal(http(h, "POST", "/v1/functions/junk", key, NULL, "not a tarball", 13,
+			      "Content-Type: application/gzip", &r), 400);
+	assert_string_equal(error_code(&r), "InvalidPackage");
+	resp_free(&r);
+	size_t len;
+	char *pkg = pack(h, EXAMPLES_DIR "/hello", &len);
+	assert_int_equal(http(h, "POST", "/v1/functions/h2?memory_mb=64", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 400);
+	assert_string_equal(error_code(&r), "InvalidMemory");
+	resp_free(&r);
+	assert_int_equal(http(h, "POST", "/v1/functions/h2?timeout_ms=900001", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 400);
+	assert_string_equal(error_code(&r), "InvalidTimeout");
+	resp_free(&r);
+	assert_int_equal(http(h, "POST", "/v1/functions/h2?engine=libvirt", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 400);
+	assert_string_equal(error_code(&r), "EngineUnavailable");
+	resp_free(&r);
+	assert_int_equal(http(h, "POST", "/v1/functions/bad%20name", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 400);
+	resp_free(&r);
+	/* Only the admin may deploy from a server path. */
+	assert_int_equal(http(h, "POST", "/v1/functions/p", key, NULL, "{\"path\":\"/etc\"}", 15,
+			      "Content-Type: application/json", &r), 403);
+	resp_free(&r);
+	assert_int_equal(http(h, "POST", "/v1/functions/frompath", h->admin, "acme",
+			      "{\"path\":\"" EXAMPLES_DIR "/hello\"}", strlen("{\"path\":\"" EXAMPLES_DIR "/hello\"}"),
+			      "Content-Type: application/json", &r), 201);
+	resp_free(&r);
+	free(pkg);
+	/* Unknown routes and types. */
+	assert_int_equal(http(h, "GET", "/v1/nothing", key, NULL, NULL, 0, NULL, &r), 404);
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "hello", "x", "X-Hearth-Invocation-Type: Sometimes", &r), 400);
+	resp_free(&r);
+	/* A slow client that sends half a request does not block others. */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)h->port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_true(write(fd, "POST /v1/functions/hello/invoke HTTP/1.1\r\nContent-Length: 100\r\n",
+			  63) > 0);
+	/* Everything still works, on both listeners. */
+	assert_int_equal(invoke(h, key, "hello", "still", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "still"));
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "frompath", "p", NULL, &r), 200);
+	resp_free(&r);
+	close(fd);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_kill9_async_resumes(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--max-vms", "2", NULL };
+	char *key, ids[20][64], path[1400];
+	int n = 20, done = 0, before = 0;
+
+	hd_start_args(h, args); /* two VMs: the 20 events take ~3 s, so the kill lands mid-way */
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(invoke(h, key, "multi", "slow", "X-Hearth-Invocation-Type: Event", &r),
+				 202);
+		json_t *j = body_json(&r);
+		snprintf(ids[i], sizeof(ids[i]), "%s", json_string_value(json_object_get(j, "request_id")));
+		json_decref(j);
+		resp_free(&r);
+	}
+	/* Let some finish, then kill -9 in the middle of the work. */
+	usleep(700000);
+	kill(h->pid, SIGKILL);
+	waitpid(h->pid, NULL, 0);
+	h->pid = 0;
+	/* Count what had finished, straight from the database the dead daemon left. */
+	hd_start(h);
+	for (int i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "/v1/invocations/%s", ids[i]);
+		assert_int_equal(http(h, "GET", path, key, NULL, NULL, 0, NULL, &r), 200);
+		before += strstr(r.body, "\"succeeded\"") != NULL;
+		resp_free(&r);
+	}
+	fprintf(stderr, "%d of %d events had succeeded around the kill\n", before, n);
+	assert_true(before < n); /* work was left over... */
+	kill(h->pid, SIGKILL);
+	waitpid(h->pid, NULL, 0);
+	h->pid = 0;
+	hd_start(h); /* same state dir and port */
+	for (int i = 0; i < n; i++) {
+		json_t *j = wait_event(h, key, ids[i], "succeeded");
+
+		json_decref(j);
+		done++;
+	}
+	assert_int_equal(done, n);
+	/* No successful execution is reported twice: one Success record per event. */
+	assert_int_equal(http(h, "GET", "/v1/functions/multi/logs?limit=1000", key, NULL, NULL, 0,
+			      NULL, &r), 200);
+	json_t *j = body_json(&r);
+	json_t *invs = json_object_get(j, "invocations");
+	for (int i = 0; i < n; i++) {
+		int successes = 0;
+
+		for (size_t k = 0; k < json_array_size(invs); k++) {
+			json_t *o = json_array_get(invs, k);
+
+			if (strcmp(json_string_value(json_object_get(o, "request_id")), ids[i]) == 0 &&
+			    strcmp(json_string_value(json_object_get(o, "status")), "Success") == 0)
+				successes++;
+		}
+		assert_int_equal(successes, 1);
+	}
+	json_decref(j);
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
+struct multi_ctx {
+	char *buf;
+	size_t len;
+};
+
+static size_t sink(char *p, size_t sz, size_t n, void *ud)
+{
+	(void)p;
+	(void)ud;
+	return sz * n;
+}
+
+static int thread_count(pid_t pid)
+{
+	char path[64], line[256];
+	int n = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Threads: %d", &n) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+static void test_thousand_in_flight(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--max-vms", "40", NULL };
+	enum { N = 1000 };
+	int n_req = getenv("HEARTH_TEST_N") ? atoi(getenv("HEARTH_TEST_N")) : N;
+	CURLM *m = curl_multi_init();
+	CURL *e[N];
+	struct curl_slist *hl = NULL;
+	char auth[256], url[256];
+	int running = 0, ok = 0, peak_threads = 0;
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+	hl = curl_slist_append(hl, auth);
+	hl = curl_slist_append(hl, "Expect:");
+	snprintf(url, sizeof(url), "%s/v1/functions/multi/invoke", h->base);
+	curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)N);
+	for (int i = 0; i < n_req; i++) {
+		e[i] = curl_easy_init();
+		curl_easy_setopt(e[i], CURLOPT_URL, url);
+		curl_easy_setopt(e[i], CURLOPT_HTTPHEADER, hl);
+		curl_easy_setopt(e[i], CURLOPT_POSTFIELDS, "slow");
+		curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, sink);
+		curl_easy_setopt(e[i], CURLOPT_TIMEOUT, 300L);
+		curl_easy_setopt(e[i], CURLOPT_FORBID_REUSE, 1L);
+		if (getenv("HEARTH_TEST_CURL_VERBOSE"))
+			curl_easy_setopt(e[i], CURLOPT_VERBOSE, 1L);
+		curl_multi_add_handle(m, e[i]);
+	}
+	do {
+		int t;
+
+		curl_multi_perform(m, &running);
+		curl_multi_poll(m, NULL, 0, 100, NULL);
+		t = thread_count(h->pid);
+		if (t > peak_threads)
+			peak_threads = t;
+		if (getenv("HEARTH_TEST_VERBOSE"))
+			fprintf(stderr, "running %d threads %d\n", running, t);
+	} while (running > 0);
+	for (int i = 0; i < n_req; i++) {
+		long st = 0;
+
+		curl_easy_getinfo(e[i], CURLINFO_RESPONSE_CODE, &st);
+		if (st == 200)
+			ok++;
+		else if (ok + 5 > i)
+			fprintf(stderr, "request %d: HTTP %ld\n", i, st);
+		curl_multi_remove_handle(m, e[i]);
+		curl_easy_cleanup(e[i]);
+	}
+	curl_multi_cleanup(m);
+	curl_slist_free_all(hl);
+	fprintf(stderr, "%d/%d invocations succeeded; hearthd peaked at %d threads\n", ok, n_req,
+		peak_threads);
+	assert_int_equal(ok, n_req);
+	/* No thread per request: VM threads (at most --max-vms) plus a fixed few. */
+	assert_true(peak_threads > 0 && peak_threads < 40 + 16);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_libvirt_restore(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "libvirt", "--keep-warm", "2", NULL };
+	struct resp r;
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL);
+	/* A real VM under libvirt: the first invocation boots it. */
+	assert_int_equal(invoke(h, key, "hello", "{\"vm\": 1}", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "Hello from hearth"));
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start-Path"), "boot");
+	double boot_ms = atof(hdr(&r, "X-Hearth-Boot-Ms"));
+	resp_free(&r);
+	/* Idle past keep-warm: the VM is saved to disk (scale to zero, no VM running)... */
+	for (int i = 0; i < 200 && metric(h, "hearth_vms") != 0; i++)
+		usleep(100000);
+	assert_int_equal(metric(h, "hearth_vms"), 0);
+	/* ...and the next invocation is a cold start from that snapshot: restore, not boot. */
+	assert_int_equal(invoke(h, key, "hello", "{\"vm\": 2}", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "{\"vm\": 2}"));
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "true");
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start-Path"), "restore");
+	double restore_ms = atof(hdr(&r, "X-Hearth-Restore-Ms"));
+	fprintf(stderr, "libvirt: boot %.0f ms, restore %.0f ms\n", boot_ms, restore_ms);
+	assert_true(restore_ms > 0);
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "hello", "{\"vm\": 3}", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "false");
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+	/* hearthd stopped: no hearth domain is left behind. */
+	assert_int_not_equal(system("virsh -c qemu:///system list --all --name | grep -q '^hearth-'"),
+			     0);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_deploy_cold_warm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async_dead_letter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keep_warm_expiry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_isolation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_function_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_agent_dies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill9_async_resumes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_thousand_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_libvirt_restore, setup, teardown),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_ALL);
+	srand((unsigned)getpid());
+	return HEARTH_RUN_TESTS("daemon", tests, argc, argv);
+}
