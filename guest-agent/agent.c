@@ -426,6 +426,8 @@ static void on_hello(struct agent *a, const Hearth__Envelope *e)
 		return;
 	}
 	a->peer_max = m->max_frame ? m->max_frame : FRAME_DEFAULT_MAX;
+	if (!a->hello && a->t.kind == TRANSPORT_SERIAL)
+		logf_(a, "host said hello on %s", a->t.path);
 	a->hello = true;
 	h.protocol_version = HEARTH_PROTOCOL_VERSION;
 	h.max_frame = (uint32_t)a->o->max_frame;
@@ -604,7 +606,9 @@ static void drop_conn(struct agent *a, const char *why)
 {
 	if (a->conn < 0)
 		return;
-	logf_(a, "host connection closed: %s", why);
+	/* An idle virtio-serial port "closes" every retry while no host is attached: stay quiet. */
+	if (a->t.kind != TRANSPORT_SERIAL || a->hello)
+		logf_(a, "host connection closed: %s", why);
 	close(a->conn);
 	a->conn = -1;
 	frame_reader_reset(&a->fr);
@@ -628,7 +632,8 @@ static void set_conn(struct agent *a, int fd)
 	a->conn = fd;
 	a->peer_max = FRAME_DEFAULT_MAX;
 	frame_reader_init(&a->fr, a->o->max_frame);
-	logf_(a, "host connected");
+	if (a->t.kind != TRANSPORT_SERIAL)
+		logf_(a, "host connected");
 }
 
 static void on_readable(struct agent *a)

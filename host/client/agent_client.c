@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "msg.h"
@@ -58,7 +59,18 @@ struct agent_conn *agent_conn_from_fd(int fd)
 		return NULL;
 	}
 	c->fd = fd;
-	c->next_seq = 1;
+	/*
+	 * Start each connection at a random sequence number: over virtio-serial
+	 * there is no connection boundary, so a late reply meant for an earlier
+	 * connection can arrive here, and must not match one of ours.
+	 */
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		c->next_seq = (((uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16) ^
+				(uint64_t)(uintptr_t)c) << 16) | 1;
+	}
 	c->max_frame = FRAME_DEFAULT_MAX;
 	c->peer_max = FRAME_DEFAULT_MAX;
 	return c;
@@ -191,6 +203,14 @@ static int send_env(struct agent_conn *c, Hearth__Envelope *env, int64_t deadlin
 	return msg_send(c->fd, env, c->peer_max, deadline);
 }
 
+static bool is_pending(const struct agent_conn *c, uint64_t seq)
+{
+	for (size_t i = 0; i < c->npending; i++)
+		if (c->pending[i] == seq)
+			return true;
+	return false;
+}
+
 /*
  * Receives the reply to seq. Log frames are skipped; an Error carrying seq
  * (or seq 0: a connection-level error) becomes AGENT_EREMOTE.
@@ -212,6 +232,11 @@ static int recv_reply(struct agent_conn *c, uint64_t seq, Hearth__Envelope__MsgC
 			set_error(c, e->error->code, "", e->error->message);
 			msg_free(e);
 			return AGENT_EREMOTE;
+		}
+		if (e->seq != seq && !is_pending(c, e->seq)) {
+			/* A stale reply to a request this connection no longer waits for. */
+			msg_free(e);
+			continue;
 		}
 		if (e->seq != seq || e->msg_case != want) {
 			char what[64];
