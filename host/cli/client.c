@@ -315,6 +315,13 @@ void hctl_progress(const char *fmt, ...)
 	fflush(stderr);
 }
 
+void hctl_progress_erase(void)
+{
+	if (progress_open)
+		fputs("\r\033[K", stderr);
+	progress_open = false;
+}
+
 void hctl_progress_done(void)
 {
 	if (progress_open)
@@ -354,16 +361,21 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
 {
 	struct xfer *x = arg;
 	const struct hctl_request *rq = x->rq;
-	char a[32], b[32];
+	bool tty = hctl_tty();
+	char a[32], b[32] = "";
 
-	if (ultotal <= 0)
+	long long body = rq->body_file ? rq->body_file_len : (long long)rq->body_len;
+
+	if ((rq->progress_transient && !tty) || secs_since(&x->start) < rq->progress_after_s)
 		return 0;
-	if (ulnow < ultotal) {
+	if (body > 0 && ultotal <= 0)
+		return 0; /* curl does not know the upload yet */
+	if (body > 0 && ulnow < ultotal) {
 		/* Redraw at most ten times a second; without a TTY say it once. */
-		if (hctl_tty() ? secs_since(&x->last) < 0.1 : x->phase >= 1)
+		if (tty ? secs_since(&x->last) < 0.1 : x->phase >= 1)
 			return 0;
 		clock_gettime(CLOCK_MONOTONIC, &x->last);
-		if (hctl_tty())
+		if (tty)
 			hctl_progress("%s: uploading %s / %s (%d%%)", rq->progress,
 				      hctl_bytes((double)ulnow, a, sizeof(a)),
 				      hctl_bytes((double)ultotal, b, sizeof(b)),
@@ -376,19 +388,21 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
 	}
 	if (dlnow > 0 || !rq->progress_wait)
 		return 0;
-	if (hctl_tty() ? secs_since(&x->last) < 0.1 : x->phase >= 2)
+	if (tty ? secs_since(&x->last) < 0.1 : x->phase >= 2)
 		return 0;
 	clock_gettime(CLOCK_MONOTONIC, &x->last);
-	if (hctl_tty()) {
+	if (ultotal > 0)
+		snprintf(a, sizeof(a), "uploaded %s; ", hctl_bytes((double)ultotal, b, sizeof(b)));
+	else
+		a[0] = 0;
+	if (tty) {
 		static const char spin[] = "|/-\\";
 		double t = secs_since(&x->start);
 
-		hctl_progress("%s: uploaded %s; %s %c %.1fs", rq->progress,
-			      hctl_bytes((double)ultotal, b, sizeof(b)), rq->progress_wait,
+		hctl_progress("%s: %s%s %c %.1fs", rq->progress, a, rq->progress_wait,
 			      spin[(int)(t * 10) % 4], t);
 	} else {
-		hctl_progress("%s: uploaded %s; %s", rq->progress,
-			      hctl_bytes((double)ultotal, b, sizeof(b)), rq->progress_wait);
+		hctl_progress("%s: %s%s", rq->progress, a, rq->progress_wait);
 	}
 	x->phase = 2;
 	return 0;
@@ -541,7 +555,9 @@ int hctl_request(const struct hctl_request *rq, struct hctl_response *rs)
 			conn.sock ? conn.sock : "", url + (conn.sock ? strlen(conn.base) : 0));
 	cc = curl_easy_perform(c);
 	curl_slist_free_all(hl);
-	if (rq->progress)
+	if (rq->progress && rq->progress_transient)
+		hctl_progress_erase();
+	else if (rq->progress)
 		hctl_progress_done();
 	if (cc != CURLE_OK) {
 		fprintf(stderr, "hearthctl: no answer from hearthd at %s: %s\n", hctl_g.url,

@@ -80,6 +80,8 @@ struct hctl_request {
 	bool no_auth;                 /* do not send a key (health check) */
 	const char *progress;         /* label of an upload progress line, or NULL */
 	const char *progress_wait;    /* what hearthd does once the body is sent ("building") */
+	double progress_after_s;      /* show nothing before this many seconds */
+	bool progress_transient;      /* TTY only, and erased when the answer comes */
 };
 
 /*
@@ -115,6 +117,8 @@ bool hctl_tty(void);
 void hctl_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Ends the current progress line (newline on a TTY). */
 void hctl_progress_done(void);
+/* Erases the current progress line instead. */
+void hctl_progress_erase(void);
 /* Formats a byte count as "3.1 MiB" into buf. */
 const char *hctl_bytes(double n, char *buf, size_t len);
 

@@ -197,6 +197,11 @@ int cmd_invoke(int argc, char **argv)
 		snprintf(path, sizeof(path), "/v1/functions/%s/invoke", ne);
 	free(ne);
 	rq.path = path;
+	/* A cold start can take seconds: after one, say on a TTY what is going on. */
+	rq.progress = argv[optind];
+	rq.progress_wait = "waiting for the function (a cold start boots a VM)";
+	rq.progress_after_s = 1.0;
+	rq.progress_transient = true;
 	if (async) {
 		hdrs[0] = "X-Hearth-Invocation-Type: Event";
 		rq.headers = hdrs;
