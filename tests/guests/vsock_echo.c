@@ -302,7 +302,8 @@ static struct conn *alloc(uint32_t peer, uint32_t local)
 	for (int i = 0; i < NCONN; i++)
 		if (!conns[i].used) {
 			struct conn *c = &conns[i];
-			memset(c, 0, sizeof(*c));
+			/* Not the whole struct: clearing the 16 KiB buffer costs ~10^5 emulated instructions. */
+			c->fwd_cnt = c->announced = c->len = 0;
 			c->used = 1;
 			c->peer_port = peer;
 			c->local_port = local;
