@@ -309,6 +309,7 @@ int main(int argc, char **argv)
 	char ebuf[512];
 	struct snap snap;
 	memset(&snap, 0, sizeof(snap));
+	long long t_loaded = 0, t_vm = 0, t_state = 0;
 	if (o.restore_state) {
 		if (snap_load(o.restore_state, &snap, ebuf, sizeof(ebuf)) < 0)
 			errx(VMM_EXIT_ERROR, "restore refused: %s", ebuf);
@@ -322,6 +323,7 @@ int main(int argc, char **argv)
 			errx(VMM_EXIT_ERROR, "restore refused: %s", ebuf);
 		o.vcpus = snap.cfg.vcpus;
 		snprintf(kernel_id, sizeof(kernel_id), "%s", snap.cfg.kernel_id);
+		t_loaded = us_since(&t_start);
 	} else {
 		make_kernel_id(o.kernel);
 	}
@@ -339,6 +341,7 @@ int main(int argc, char **argv)
 	vm_map_memory(vm);
 	vm_create_vcpus(vm);
 	setup_legacy_devices(vm, console_fd);
+	t_vm = us_since(&t_start);
 
 	ev_init(&loop);
 	static char cmdline[BOOT_CMDLINE_MAX];
@@ -358,6 +361,7 @@ int main(int argc, char **argv)
 		if (vmm_snapshot_restore(vm, have_vsock ? &vsock : NULL, &snap, ebuf, sizeof(ebuf)) < 0)
 			errx(VMM_EXIT_ERROR, "restore failed: %s", ebuf);
 		snap_free(&snap);
+		t_state = us_since(&t_start);
 	} else {
 		struct boot_info bi;
 		if (x86_boot_load(vm, o.kernel, o.initrd, cmdline, &bi, ebuf, sizeof(ebuf)) < 0)
@@ -382,8 +386,11 @@ int main(int argc, char **argv)
 	vm_start(vm);
 	seccomp_install_main();
 	if (o.restore_state)
-		fprintf(stderr, "hearth-vmm: restored %s, vCPUs started %lld us after start\n",
-			o.restore_state, us_since(&t_start));
+		fprintf(stderr,
+			"hearth-vmm: restored %s, vCPUs started %lld us after start "
+			"(state file read and checked %lld, VM + memory + vCPUs created %lld, "
+			"state restored %lld)\n",
+			o.restore_state, us_since(&t_start), t_loaded, t_vm, t_state);
 	while (!loop_done)
 		ev_run_once(&loop, -1);
 	vm_join(vm);

@@ -130,6 +130,8 @@ int x86_vcpu_save(struct vcpu *c, struct snap_builder *b, char *err, size_t errl
 	snap_prop(b, "vcpu-events", &ev, sizeof(ev));
 	snap_prop(b, "debugregs", &dr, sizeof(dr));
 	snap_prop(b, "msrs", msrs, nmsrs * sizeof(*msrs));
+	/* The guest has probed CPUID already: a restore must show it the same. */
+	snap_prop(b, "cpuid", c->cpuid->entries, c->cpuid->nent * sizeof(c->cpuid->entries[0]));
 	free(msrs);
 	return snap_node_end(b) < 0 ? say(err, errlen, "state file: building node %s failed", name)
 				    : 0;
@@ -193,6 +195,24 @@ int x86_vcpu_restore(struct vcpu *c, const struct snap *s, char *err, size_t err
 		return -1;
 	if (mlen % sizeof(struct kvm_msr_entry))
 		return say(err, errlen, "state file: %s/msrs is not a whole number of entries", node);
+
+	size_t clen;
+	const void *cp = snap_prop_get_var(s, node, "cpuid", 256 * sizeof(struct kvm_cpuid_entry2),
+					   &clen, err, errlen);
+	if (!cp)
+		return -1;
+	if (clen == 0 || clen % sizeof(struct kvm_cpuid_entry2))
+		return say(err, errlen, "state file: %s/cpuid is not a whole number of entries", node);
+	struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + clen);
+	if (!cpuid)
+		return say(err, errlen, "out of memory");
+	cpuid->nent = (uint32_t)(clen / sizeof(struct kvm_cpuid_entry2));
+	memcpy(cpuid->entries, cp, clen);
+	int cr = ioctl(c->fd, KVM_SET_CPUID2, cpuid);
+	free(cpuid);
+	if (cr < 0)
+		return say(err, errlen, "KVM: ioctl (SET_CPUID2) refused the snapshot's CPUID: %s",
+			   strerror(errno));
 
 	GET(c->fd, KVM_SET_MP_STATE, &mp, "SET_MP_STATE");
 	GET(c->fd, KVM_SET_REGS, &regs, "SET_REGS");

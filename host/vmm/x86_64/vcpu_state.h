@@ -3,7 +3,8 @@
  * snapshots (snapshots/FORMAT.md lists the properties).
  *
  * Per vCPU (node "cpu@N"): regs, sregs, xsave (or fpu), xcrs, MSRs, LAPIC,
- * vcpu events, mp_state, debugregs. The MSR list is derived once per
+ * vcpu events, mp_state, debugregs, and the CPUID the guest saw (a restored
+ * guest must see the CPUID it probed at boot). The MSR list is derived once per
  * snapshot from KVM_GET_MSR_INDEX_LIST (which KVM builds from the CPUID it
  * supports): every MSR KVM both reads and writes back for this vCPU.
  * VM-wide (node "vm"): the PIC pair, the IOAPIC, the PIT and kvmclock.
