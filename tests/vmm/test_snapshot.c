@@ -4,7 +4,9 @@
  * its own vsock socket; refused state files (truncated, tampered, version
  * mismatch, wrong memory file); pause/resume/status over the control socket.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <libfdt.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -302,12 +304,53 @@ static void control_pause_resume(void **s)
 	vmm_run_cleanup(&a);
 }
 
+/* Every thread of a running hearth-vmm is under a seccomp filter (mode 2). */
+static void seccomp_active(void **s)
+{
+	(void)s;
+	struct vmm_run a;
+	struct vm_paths pa;
+	vmm_run_init(&a, "seccomp");
+	boot_echo(&a, &pa, "");
+	echo_session(pa.sock, "filtered", 1); /* the device paths work under the filters */
+	assert_contains(ctl(pa.ctl, "status"), "OK state=running");
+	char *err = slurp(a.errlog, NULL);
+	bool sanitized = strstr(err, "sanitizer build, seccomp filters not installed") != NULL;
+	free(err);
+	char path[128];
+	int threads = 0, filtered = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)a.pid);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char st[300];
+		snprintf(st, sizeof(st), "/proc/%d/task/%s/status", (int)a.pid, e->d_name);
+		char *txt = slurp(st, NULL);
+		threads++;
+		if (strstr(txt, "Seccomp:\t2\n"))
+			filtered++;
+		free(txt);
+	}
+	closedir(d);
+	assert_true(threads >= 2); /* main + one vCPU */
+	if (sanitized)
+		assert_int_equal(filtered, 0); /* and said so on stderr */
+	else
+		assert_int_equal(filtered, threads);
+	stop_via_ctl(&a, pa.ctl);
+	vmm_run_cleanup(&a);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(snapshot_restore_twice, vmm_teardown),
 		cmocka_unit_test_teardown(snapshot_refused, vmm_teardown),
 		cmocka_unit_test_teardown(control_pause_resume, vmm_teardown),
+		cmocka_unit_test_teardown(seccomp_active, vmm_teardown),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
