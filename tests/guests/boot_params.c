@@ -58,6 +58,25 @@ void guest_main(const uint8_t *bp)
 	put_dec(rd_size);
 	puts_uart(" fnv1a=");
 	put_hex(h);
+	puts_uart("\n");
+
+	/* Probe the UART the way Linux's 8250 driver does: scratch, loopback, FIFO/IIR. */
+	outb(0x3f8 + 7, 0x55);
+	int scr = inb(0x3f8 + 7) == 0x55;
+	outb(0x3f8 + 4, 0x10 | 0x0a); /* loopback, RTS, OUT2 */
+	int loop = (inb(0x3f8 + 6) & 0xf0) == 0x90; /* CTS and DCD follow RTS and OUT2 */
+	outb(0x3f8 + 4, 0x08);
+	outb(0x3f8 + 2, 0x01); /* enable FIFOs */
+	uint8_t iir = inb(0x3f8 + 2);
+	uint8_t lsr = inb(0x3f8 + 5);
+	puts_uart("uart probe scratch=");
+	puts_uart(scr ? "ok" : "BAD");
+	puts_uart(" loopback=");
+	puts_uart(loop ? "ok" : "BAD");
+	puts_uart(" iir=");
+	put_hex(iir);
+	puts_uart(" lsr=");
+	put_hex(lsr);
 	puts_uart("\nboot_params done\n");
 	guest_reset();
 }

@@ -93,6 +93,8 @@ static void boot_params(void **s)
 	unsigned long long addr = strtoull(a + strlen("initrd addr="), NULL, 16);
 	assert_int_equal(addr & 0xfff, 0);
 	assert_true(addr >= 0x200000 && addr + sizeof(buf) <= 48ull << 20);
+	/* A 16550A answers: scratch register, loopback, FIFO enabled, transmitter empty. */
+	assert_contains(con, "uart probe scratch=ok loopback=ok iir=0xc1 lsr=0x60\n");
 	assert_contains(con, "boot_params done\n");
 	free(con);
 	vmm_run_cleanup(&r);

@@ -297,10 +297,49 @@ static void control_pause_resume(void **s)
 	assert_contains(ctl(pa.ctl, "snapshot /nonexistent/dir/m /nonexistent/dir/s"),
 			"ERR snapshot failed: cannot create /nonexistent/dir/m");
 	assert_contains(ctl(pa.ctl, "status"), "state=running");
+
+	/* The command-line client speaks the same protocol. */
+	char cmd[800], out[256];
+	snprintf(cmd, sizeof(cmd), "%s ctl %s status", vmm_bin(), pa.ctl);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	assert_non_null(fgets(out, sizeof(out), p));
+	assert_int_equal(pclose(p), 0);
+	assert_true(strncmp(out, "OK state=running", 16) == 0);
+	snprintf(cmd, sizeof(cmd), "%s ctl %s bogus >/dev/null", vmm_bin(), pa.ctl);
+	assert_int_not_equal(system(cmd), 0);
+
+	/* A snapshot of a paused VM, restored with --start-paused, runs only on resume. */
+	char mem[320], state[320];
+	snprintf(mem, sizeof(mem), "%s/m", a.dir);
+	snprintf(state, sizeof(state), "%s/s", a.dir);
+	assert_string_equal(ctl(pa.ctl, "pause"), "OK paused");
+	snprintf(cmd, sizeof(cmd), "snapshot %s %s", mem, state);
+	assert_true(strncmp(ctl(pa.ctl, cmd), "OK snapshot", 11) == 0);
+	assert_contains(ctl(pa.ctl, "status"), "state=paused"); /* still paused */
 	stop_via_ctl(&a, pa.ctl);
 	char *err = slurp(a.errlog, NULL);
 	assert_contains(err, "stopped through the control socket (exit 4)");
 	free(err);
+
+	struct vmm_run r;
+	vmm_run_init(&r, "ctlrestore");
+	char sock[320], ctlp[320];
+	snprintf(sock, sizeof(sock), "%s/v.sock", r.dir);
+	snprintf(ctlp, sizeof(ctlp), "%s/ctl", r.dir);
+	const char *av[] = { "--restore", state, "--restore-mem", mem, "--vsock-socket", sock,
+			     "--control", ctlp, "--start-paused", NULL };
+	assert_int_equal(vmm_spawn(&r, av), 0);
+	assert_contains(ctl(ctlp, "status"), "state=paused");
+	usleep(300 * 1000);
+	size_t len;
+	free(slurp(r.console, &len));
+	assert_int_equal(len, 0);
+	assert_string_equal(ctl(ctlp, "resume"), "OK running");
+	assert_true(wait_for_text(r.console, "transport reset\n", T_MS));
+	echo_session(sock, "resumed", 1);
+	stop_via_ctl(&r, ctlp);
+	vmm_run_cleanup(&r);
 	vmm_run_cleanup(&a);
 }
 
