@@ -1,7 +1,9 @@
 /*
  * The vsock echo guest: listens on vsock port 52 and speaks enough of the
  * guest side of the hearth agent protocol (proto/agent.proto) to answer
- * Hello, Ping and Invoke (the payload echoed back as the body). Frames are a
+ * Hello, Ping and Invoke (the payload echoed back as the body), plus what a
+ * host engine sends around them: Configure (-> Ready), Reseed (-> Ack) and
+ * Shutdown (-> Ack, then the machine resets). Frames are a
  * 4-byte big-endian length plus one hearth.Envelope, encoded and decoded by
  * hand here because this guest has no libc (the host side uses protobuf-c).
  *
@@ -38,6 +40,7 @@ struct conn {
 static struct vsock_drv vs;
 static struct conn conns[NCONN];
 static uint64_t invokes, polls;
+static int shutdown_requested;
 static uint8_t out[MAX_FRAME + 64], sub[MAX_FRAME + 32];
 
 static void hdr_for(struct vsock_hdr *h, const struct conn *c, uint32_t peer, uint32_t local,
@@ -250,8 +253,29 @@ static void handle_envelope(struct conn *c, const uint8_t *p, size_t len)
 		puts_uart("\n");
 		return;
 	}
+	case 11: /* Configure -> Ready: nothing to configure in an echo guest */
+		n += put_field_bytes(sub + n, 2, "hearth-test-guest vsock_echo", 28);
+		reply(c, seq, 20, sub, n);
+		return;
+	case 13: { /* Reseed -> Ack (there is no RNG here to feed, but the size rule holds) */
+		size_t ent = 0;
+		while ((r = next_field(&q, qe, &f)) > 0)
+			if (f.num == 1 && f.type == 2)
+				ent = f.len;
+		if (r < 0 || ent < 32) {
+			reply_error(c, seq, 7, "reseed needs at least 32 bytes of entropy");
+			return;
+		}
+		reply(c, seq, 25, sub, 0);
+		return;
+	}
+	case 15: /* Shutdown -> Ack, then power off (i8042 reset ends the VM) */
+		reply(c, seq, 25, sub, 0);
+		puts_uart("agent: shutdown\n");
+		shutdown_requested = 1;
+		return;
 	default:
-		reply_error(c, seq, 3, "this test guest answers only hello, ping and invoke");
+		reply_error(c, seq, 3, "this test guest does not handle that message");
 		return;
 	}
 }
@@ -476,6 +500,12 @@ void guest_main(const uint8_t *bp)
 		if (h) {
 			packet(h);
 			vs_rx_done(&vs, id);
+		}
+		if (shutdown_requested) {
+			/* Let the device take the Ack to the host before the machine goes away. */
+			for (int i = 0; i < 100000 && vs.tx_busy; i++)
+				vs_send_reclaim(&vs);
+			guest_reset();
 		}
 		if (vs_event(&vs)) {
 			/* Host sockets did not survive a snapshot restore: forget every connection. */

@@ -63,6 +63,31 @@ static void vsock_echo(void **s)
 	vmm_run_cleanup(&r);
 }
 
+/* What an engine sends around invocations: Configure, Reseed, Shutdown. */
+static void vsock_engine_messages(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "vsockengine");
+	char sock[300];
+	start_echo(&r, sock, sizeof(sock), NULL);
+	struct agent_conn *c = NULL;
+	assert_int_equal(agent_connect_hybrid_vsock(sock, 52, T_MS, &c), AGENT_OK);
+	assert_int_equal(agent_hello(c, T_MS, NULL), AGENT_OK);
+	uint8_t ent[32] = { 1, 2, 3 };
+	assert_int_equal(agent_reseed(c, ent, sizeof(ent), T_MS), AGENT_OK);
+	assert_int_equal(agent_reseed(c, ent, 8, T_MS), AGENT_EREMOTE);
+	assert_non_null(strstr(agent_last_error(c), "at least 32 bytes"));
+	struct agent_config cfg = { .handler = "/bin/echo" };
+	assert_int_equal(agent_configure(c, &cfg, T_MS, NULL), AGENT_OK);
+	assert_int_equal(agent_shutdown(c, T_MS), AGENT_OK);
+	agent_close(c);
+	/* Shutdown powers the guest off: hearth-vmm exits 0 (guest stop). */
+	assert_int_equal(vmm_wait(&r, T_MS), 0);
+	assert_true(wait_for_text(r.console, "agent: shutdown\n", T_MS));
+	vmm_run_cleanup(&r);
+}
+
 static void vsock_refused_port(void **s)
 {
 	(void)s;
@@ -163,6 +188,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(vsock_echo, vmm_teardown),
 		cmocka_unit_test_teardown(vsock_refused_port, vmm_teardown),
+		cmocka_unit_test_teardown(vsock_engine_messages, vmm_teardown),
 		cmocka_unit_test_teardown(vsock_guest_initiated, vmm_teardown),
 		cmocka_unit_test_teardown(hostile_outside_ram, vmm_teardown),
 		cmocka_unit_test_teardown(hostile_desc_loop, vmm_teardown),

@@ -125,3 +125,8 @@ int vs_pending(struct vsock_drv *d)
 	return *(volatile uint16_t *)&d->rx.m->used.idx != d->rx.last_used ||
 	       *(volatile uint16_t *)&d->ev.m->used.idx != d->ev.last_used;
 }
+
+void vs_send_reclaim(struct vsock_drv *d)
+{
+	reclaim_tx(d);
+}

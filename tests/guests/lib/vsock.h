@@ -45,6 +45,8 @@ void vs_send(struct vsock_drv *d, const struct vsock_hdr *h, const void *data, u
  */
 const struct vsock_hdr *vs_recv(struct vsock_drv *d, uint32_t *id);
 void vs_rx_done(struct vsock_drv *d, uint32_t id);
+/* Takes back tx buffers the device has finished with. */
+void vs_send_reclaim(struct vsock_drv *d);
 /* Whether the device returned rx or event buffers not yet taken (no side effects). */
 int vs_pending(struct vsock_drv *d);
 /* 1 if the device posted a transport-reset event (the buffer is re-posted). */
