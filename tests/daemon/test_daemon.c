@@ -190,6 +190,11 @@ static void hd_start_args(struct hd *h, const char *const *extra)
 	argv[n++] = "--async-backoff-ms";
 	argv[n++] = "100";
 	argv[n++] = "--verbose";
+	/* Sanitizer builds link the agent dynamically; they pass a static one here. */
+	if (getenv("HEARTH_TEST_AGENT")) {
+		argv[n++] = "--agent";
+		argv[n++] = getenv("HEARTH_TEST_AGENT");
+	}
 	for (size_t i = 0; extra && extra[i]; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
