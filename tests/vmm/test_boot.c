@@ -45,7 +45,24 @@ static void run_hello(const char *image, const char *vcpus)
 
 static void hello_vmlinux(void **s) { (void)s; run_hello("hello.elf", "1"); }
 static void hello_bzimage(void **s) { (void)s; run_hello("hello.bzImage", "1"); }
-static void hello_smp(void **s) { (void)s; run_hello("hello.elf", "4"); }
+/* The guest starts its APs with INIT-SIPI-SIPI; each reports the APIC id CPUID gives it. */
+static void smp(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "smp");
+	const char *av[] = { "--kernel", guest_path("smp.elf"), "--mem", "32", "--vcpus", "4", NULL };
+	int rc = vmm_run_sync(&r, av, BOOT_TIMEOUT_MS);
+	char *con = slurp(r.console, NULL);
+	assert_int_equal(rc, 0);
+	assert_contains(con, "smp: cpuid says 4 logical cpus, hypervisor bit 1\n");
+	assert_contains(con, "smp: 4 cpus up, apic ids 0/4 ");
+	assert_contains(con, " 1/4");
+	assert_contains(con, " 2/4");
+	assert_contains(con, " 3/4");
+	free(con);
+	vmm_run_cleanup(&r);
+}
 
 static uint64_t fnv1a(const uint8_t *p, size_t n)
 {
@@ -179,7 +196,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(hello_vmlinux, vmm_teardown), cmocka_unit_test_teardown(hello_bzimage, vmm_teardown),
-		cmocka_unit_test_teardown(hello_smp, vmm_teardown),     cmocka_unit_test_teardown(boot_params, vmm_teardown),
+		cmocka_unit_test_teardown(smp, vmm_teardown),     cmocka_unit_test_teardown(boot_params, vmm_teardown),
 		cmocka_unit_test_teardown(triple_fault, vmm_teardown),  cmocka_unit_test_teardown(wild_mmio, vmm_teardown),
 		cmocka_unit_test_teardown(bad_kernels, vmm_teardown),
 	};

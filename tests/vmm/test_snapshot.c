@@ -76,7 +76,8 @@ static void boot_echo(struct vmm_run *r, struct vm_paths *p, const char *cmdline
 {
 	snprintf(p->sock, sizeof(p->sock), "%s/v.sock", r->dir);
 	snprintf(p->ctl, sizeof(p->ctl), "%s/ctl", r->dir);
-	const char *av[] = { "--kernel", guest_path("vsock_echo.elf"), "--mem", "32",
+	/* Two vCPUs, so snapshots carry a second (never started) vCPU's state too. */
+	const char *av[] = { "--kernel", guest_path("vsock_echo.elf"), "--mem", "32", "--vcpus", "2",
 			     "--vsock-socket", p->sock, "--control", p->ctl, "--cmdline", cmdline,
 			     NULL };
 	assert_int_equal(vmm_spawn(r, av), 0);
@@ -149,6 +150,7 @@ static void snapshot_restore_twice(void **s)
 	free(bc);
 	assert_true(first >= snap_tick && first <= snap_tick + 2);
 
+	assert_contains(ctl(pb.ctl, "status"), "OK state=running vcpus=2 mem_mib=32");
 	/* Each clone serves its own socket; memory state (the invoke count) continues. */
 	echo_session(pb.sock, "cloneB", 2);
 	echo_session(pc.sock, "cloneC", 1);
@@ -281,7 +283,7 @@ static void control_pause_resume(void **s)
 	vmm_run_init(&a, "ctl");
 	boot_echo(&a, &pa, "hearth.ticks=1000000");
 	assert_true(wait_for_text(a.console, "tick 1\n", T_MS));
-	assert_contains(ctl(pa.ctl, "status"), "OK state=running vcpus=1 mem_mib=32");
+	assert_contains(ctl(pa.ctl, "status"), "OK state=running vcpus=2 mem_mib=32");
 	assert_string_equal(ctl(pa.ctl, "pause"), "OK paused");
 	assert_contains(ctl(pa.ctl, "status"), "state=paused");
 	size_t l1, l2;
