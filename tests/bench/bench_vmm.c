@@ -188,6 +188,8 @@ int main(int argc, char **argv)
 	stop(&src);
 
 	/* 1. restore */
+	long long *e1 = calloc((size_t)runs, sizeof(long long)), *e2 = calloc((size_t)runs, sizeof(long long)),
+		  *e3 = calloc((size_t)runs, sizeof(long long)), *e4 = calloc((size_t)runs, sizeof(long long));
 	for (int verify = 0; verify < 2; verify++) {
 		for (int i = 0; i < runs; i++) {
 			struct vmm_run r;
@@ -201,8 +203,20 @@ int main(int argc, char **argv)
 			a[i] = wait_output(r.console, NULL, t0);
 			b[i] = wait_reply(s2, t0);
 			stop(&r);
+			/* hearth-vmm's own account, from main() on. */
+			char *log = slurp(r.errlog, NULL), *p = strstr(log, "vCPUs started ");
+			long long tot = -1, ld = -1, vm = -1, st = -1;
+			if (p)
+				sscanf(p, "vCPUs started %lld us after start (state file read and checked %lld, "
+					  "VM + memory + vCPUs created %lld, state restored %lld)",
+				       &tot, &ld, &vm, &st);
+			free(log);
+			e1[i] = tot;
+			e2[i] = ld;
+			e3[i] = vm - ld;
+			e4[i] = st - vm;
 			vmm_run_cleanup(&r);
-			if (a[i] < 0 || b[i] < 0) {
+			if (a[i] < 0 || b[i] < 0 || tot < 0) {
 				fprintf(stderr, "bench_vmm: restore run %d failed\n", i);
 				return 1;
 			}
@@ -210,6 +224,10 @@ int main(int argc, char **argv)
 		printf("restore (%s):\n", verify ? "memory file SHA-256 verified" : "--no-verify-memory");
 		report("process start -> restored vCPU runs guest code", a, runs);
 		report("process start -> first vsock reply (Hello)", b, runs);
+		report("  inside hearth-vmm: main() -> vCPU threads started", e1, runs);
+		report("    read + check state file (+ memory SHA-256)", e2, runs);
+		report("    create VM, map memory (KVM memslot), vCPUs", e3, runs);
+		report("    restore vCPU/irqchip/PIT/clock/device state", e4, runs);
 	}
 
 	/* 2. cold boot of the same guest */
