@@ -182,6 +182,7 @@ int main(int argc, char **argv)
 	snprintf(cmd, sizeof(cmd), "snapshot %s %s", mem, state);
 	if (ctl(ctlp, cmd, reply, sizeof(reply)) < 0) {
 		fprintf(stderr, "bench_vmm: snapshot failed: %s\n", reply);
+		vmm_teardown(NULL);
 		return 1;
 	}
 	printf("snapshot of a 32 MiB echo guest: %s", reply);
@@ -218,6 +219,7 @@ int main(int argc, char **argv)
 			vmm_run_cleanup(&r);
 			if (a[i] < 0 || b[i] < 0 || tot < 0) {
 				fprintf(stderr, "bench_vmm: restore run %d failed\n", i);
+				vmm_teardown(NULL);
 				return 1;
 			}
 		}
