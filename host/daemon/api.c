@@ -25,6 +25,7 @@
 #include "image.h"
 #include "log.h"
 #include "metrics.h"
+#include "quota.h"
 
 #define SMALL_BODY_LIMIT (1u << 20)
 #define MIN_MEMORY_MB 128
@@ -175,9 +176,7 @@ const char *api_status_name(const struct invocation *inv)
 
 static uint64_t billed_ms(uint64_t duration_us)
 {
-	uint64_t ms = (duration_us + 999) / 1000;
-
-	return ms ? ms : 1;
+	return quota_billed_ms(duration_us);
 }
 
 void api_record_invocation(struct store *store, struct invocation *inv, const char *kind,
@@ -204,6 +203,7 @@ void api_record_invocation(struct store *store, struct invocation *inv, const ch
 	if (inv->outcome == INV_OK) {
 		rec.duration_us = inv->res.duration_us;
 		rec.billed_ms = billed_ms(inv->res.duration_us);
+		rec.mb_ms = quota_mb_ms(inv->ver.memory_mb, rec.billed_ms);
 		rec.max_rss_kb = inv->res.max_rss_kb;
 		rec.error = inv->res.error;
 		rec.logs = inv->res.logs;
@@ -239,9 +239,12 @@ void api_record_invocation(struct store *store, struct invocation *inv, const ch
 static void sync_done(struct invocation *inv)
 {
 	struct req *r = inv->arg;
+	uint64_t mb_ms = inv->outcome == INV_OK ?
+		quota_mb_ms(inv->ver.memory_mb, billed_ms(inv->res.duration_us)) : 0;
 
 	/* The record is committed before the response can go out. */
 	api_record_invocation(r->api->store, inv, "sync", 1, NULL);
+	quota_release(r->api->cfg.quota, inv->ver.tenant_id, inv->ver.memory_mb, mb_ms);
 	__atomic_store_n(&r->inv_done, 1, __ATOMIC_RELEASE);
 	MHD_resume_connection(r->conn);
 }
@@ -372,6 +375,25 @@ static enum MHD_Result h_invoke(struct req *r, const struct principal *who, cons
 		return send_error(c, 400, "InvalidParameter",
 				  "X-Hearth-Invocation-Type must be RequestResponse or Event");
 	}
+	{
+		int retry = 0;
+		enum quota_reason why = quota_admit(a->cfg.quota, who->tenant_id, inv->ver.memory_mb,
+						    &retry);
+
+		if (why != QUOTA_OK) {
+			char ra[16];
+			const char *h[] = { "Retry-After", ra, NULL };
+
+			snprintf(ra, sizeof(ra), "%d", retry);
+			free_invocation(inv);
+			metrics_throttle();
+			json_t *j = json_pack("{s:{s:s,s:s,s:i}}", "error", "code",
+					      quota_reason_code(why), "message",
+					      "the tenant's limit refuses this invocation now",
+					      "retry_after_s", retry);
+			return send_json(c, 429, j, h);
+		}
+	}
 	inv->payload = (const uint8_t *)r->body;
 	inv->payload_len = r->len;
 	inv->done = sync_done;
@@ -412,6 +434,23 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 				  "function names are 1-64 characters of [A-Za-z0-9_-]");
 	if (mem == -2 || tmo == -2)
 		return send_error(c, 400, "InvalidParameter", "memory_mb and timeout_ms are integers");
+	{
+		struct tenant_limits lim;
+		int64_t nfn = 0;
+		json_t *existing = store_function_get(a->store, who->tenant_id, name);
+
+		store_limits_get(a->store, who->tenant_id, &lim);
+		if (lim.max_package_bytes > 0 && (int64_t)r->len > lim.max_package_bytes)
+			return send_error(c, 413, "PackageTooLarge",
+					  "the package is %zu bytes; this tenant's limit is %lld", r->len,
+					  (long long)lim.max_package_bytes);
+		store_function_count(a->store, who->tenant_id, &nfn);
+		if (!existing && lim.max_functions > 0 && nfn >= lim.max_functions)
+			return send_error(c, 403, "FunctionLimitExceeded",
+					  "this tenant may have at most %lld functions",
+					  (long long)lim.max_functions);
+		json_decref(existing);
+	}
 	if (ctype && strncmp(ctype, "application/json", 16) == 0) {
 		/* An admin deploys from a path on the server. */
 		json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
@@ -641,6 +680,64 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 		return send_error(c, 405, "MethodNotAllowed", "use GET or POST");
 	if (store_tenant_id(a->store, tname, &tid))
 		return send_error(c, 404, "TenantNotFound", "tenant %s not found", tname);
+	if (sub && strcmp(sub, "limits") == 0 && !key_id) {
+		struct tenant_limits l;
+
+		if (strcmp(method, "PUT") == 0) {
+			json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+			const char *k;
+			json_t *v;
+			bool bad = !json_is_object(j);
+
+			store_limits_get(a->store, tid, &l);
+			json_object_foreach(j, k, v) {
+				int64_t *f = strcmp(k, "max_concurrency") == 0 ? &l.max_concurrency :
+					     strcmp(k, "max_memory_mb") == 0 ? &l.max_memory_mb :
+					     strcmp(k, "rate_per_s") == 0 ? &l.rate_per_s :
+					     strcmp(k, "burst") == 0 ? &l.burst :
+					     strcmp(k, "max_functions") == 0 ? &l.max_functions :
+					     strcmp(k, "max_package_bytes") == 0 ? &l.max_package_bytes :
+					     strcmp(k, "budget_mb_ms") == 0 ? &l.budget_mb_ms : NULL;
+
+				if (strcmp(k, "budget_gb_s") == 0 && json_is_integer(v) &&
+				    json_integer_value(v) >= 0) {
+					l.budget_mb_ms = json_integer_value(v) * (int64_t)MB_MS_PER_GB_S;
+					continue;
+				}
+				if (!f || !json_is_integer(v) || json_integer_value(v) < 0) {
+					bad = true;
+					break;
+				}
+				*f = json_integer_value(v);
+			}
+			json_decref(j);
+			if (bad)
+				return send_error(c, 400, "InvalidLimits",
+						  "limits are non-negative integers: max_concurrency,"
+						  " max_memory_mb, rate_per_s, burst, max_functions,"
+						  " max_package_bytes, budget_gb_s or budget_mb_ms (0 = none)");
+			if (l.rate_per_s > 0 && l.burst == 0)
+				l.burst = l.rate_per_s; /* a bucket of one second by default */
+			if (store_limits_set(a->store, tid, &l))
+				return send_error(c, 500, "StorageError", "could not store the limits");
+			quota_invalidate(a->cfg.quota, tid); /* effective now, no restart */
+			hlog_info("api", "limits of tenant %s changed", tname);
+		} else if (strcmp(method, "GET") != 0) {
+			return send_error(c, 405, "MethodNotAllowed", "use GET or PUT");
+		}
+		store_limits_get(a->store, tid, &l);
+		char gbs[48];
+		quota_format_gb_s((uint64_t)l.budget_mb_ms, gbs, sizeof(gbs));
+		return send_json(c, 200,
+				 json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "tenant", tname,
+					   "max_concurrency", (json_int_t)l.max_concurrency,
+					   "max_memory_mb", (json_int_t)l.max_memory_mb, "rate_per_s",
+					   (json_int_t)l.rate_per_s, "burst", (json_int_t)l.burst,
+					   "max_functions", (json_int_t)l.max_functions,
+					   "max_package_bytes", (json_int_t)l.max_package_bytes,
+					   "budget_mb_ms", (json_int_t)l.budget_mb_ms, "budget_gb_s", gbs),
+				 NULL);
+	}
 	if (!sub && strcmp(method, "DELETE") == 0) {
 		store_tenant_delete(a->store, tname);
 		return send_json(c, 200, json_pack("{s:s,s:b}", "name", tname, "deleted", 1), NULL);
@@ -663,6 +760,74 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 		}
 	}
 	return send_error(c, 404, "NotFound", "no such endpoint");
+}
+
+/* GET /v1/usage?from=&to=&group_by=hour|function|none&format=json|csv (times in Unix seconds). */
+static enum MHD_Result h_usage(struct req *r, const struct principal *who)
+{
+	struct api *a = r->api;
+	struct MHD_Connection *c = r->conn;
+	long long from = query_int(c, "from"), to = query_int(c, "to");
+	const char *group = query(c, "group_by"), *format = query(c, "format");
+	const char *t = header(c, "X-Hearth-Tenant");
+	int64_t tenant = who->tenant_id;
+	json_t *rows, *row;
+	size_t i;
+
+	if (from == -2 || to == -2)
+		return send_error(c, 400, "InvalidParameter", "from and to are Unix times in seconds");
+	if (!group)
+		group = "function";
+	if (strcmp(group, "hour") && strcmp(group, "function") && strcmp(group, "none"))
+		return send_error(c, 400, "InvalidParameter", "group_by is hour, function or none");
+	if (format && strcmp(format, "json") && strcmp(format, "csv"))
+		return send_error(c, 400, "InvalidParameter", "format is json or csv");
+	if (who->admin) {
+		tenant = 0; /* every tenant, unless one is named */
+		if (t && store_tenant_id(a->store, t, &tenant))
+			return send_error(c, 404, "TenantNotFound", "tenant %s not found", t);
+	}
+	if (from < 0)
+		from = 0;
+	if (to < 0)
+		to = wall_us() / 1000000 + 1;
+	rows = store_usage_query(a->store, tenant, from * 1000000, to * 1000000, group);
+	json_array_foreach(rows, i, row) {
+		char gbs[48];
+
+		quota_format_gb_s((uint64_t)json_integer_value(json_object_get(row, "mb_ms")), gbs,
+				  sizeof(gbs));
+		json_object_set_new(row, "gb_s", json_string(gbs));
+	}
+	if (format && strcmp(format, "csv") == 0) {
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+		bool hour = strcmp(group, "hour") == 0, fn = strcmp(group, "none") != 0;
+
+		fprintf(f, "%stenant%s,invocations,errors,cold_starts,duration_us,billed_ms,mb_ms,gb_s\n",
+			hour ? "hour_start," : "", fn ? ",function" : "");
+		json_array_foreach(rows, i, row) {
+			if (hour)
+				fprintf(f, "%lld,", (long long)json_integer_value(json_object_get(row, "hour_start")));
+			fprintf(f, "%s", json_string_value(json_object_get(row, "tenant")));
+			if (fn)
+				fprintf(f, ",%s", json_string_value(json_object_get(row, "function")));
+			fprintf(f, ",%lld,%lld,%lld,%lld,%lld,%lld,%s\n",
+				(long long)json_integer_value(json_object_get(row, "invocations")),
+				(long long)json_integer_value(json_object_get(row, "errors")),
+				(long long)json_integer_value(json_object_get(row, "cold_starts")),
+				(long long)json_integer_value(json_object_get(row, "duration_us")),
+				(long long)json_integer_value(json_object_get(row, "billed_ms")),
+				(long long)json_integer_value(json_object_get(row, "mb_ms")),
+				json_string_value(json_object_get(row, "gb_s")));
+		}
+		fclose(f);
+		json_decref(rows);
+		return send_buf(c, 200, "text/csv", buf, len, NULL);
+	}
+	return send_json(c, 200, json_pack("{s:I,s:I,s:s,s:o}", "from", (json_int_t)from, "to",
+					   (json_int_t)to, "group_by", group, "usage", rows), NULL);
 }
 
 /* Splits "/a/b/c" into at most max segments (modifies buf). */
@@ -712,6 +877,8 @@ static enum MHD_Result route(struct req *r, const char *method, const char *url)
 		return h_tenants(r, method, n > 2 ? seg[2] : NULL, n > 3 ? seg[3] : NULL,
 				 n > 4 ? seg[4] : NULL);
 	}
+	if (strcmp(seg[1], "usage") == 0 && n == 2 && strcmp(method, "GET") == 0)
+		return h_usage(r, &who);
 	/* Everything else acts for one tenant; the admin names it with X-Hearth-Tenant. */
 	if (who.admin) {
 		const char *t = header(c, "X-Hearth-Tenant");

@@ -34,6 +34,7 @@ struct api_config {
 	int async_retries;           /* default 2 */
 	int64_t async_backoff_ms;    /* first retry delay; doubles; default 1000 */
 	int64_t async_max_age_ms;    /* default 6 hours */
+	struct quota *quota;         /* admission control and metering */
 };
 
 struct api;

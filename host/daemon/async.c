@@ -11,6 +11,7 @@
 #include "api.h"
 #include "log.h"
 #include "metrics.h"
+#include "quota.h"
 
 struct async {
 	struct async_config cfg;
@@ -41,6 +42,9 @@ static void attempt_done(struct invocation *inv)
 	int64_t next = 0;
 	char why[300];
 
+	quota_release(a->cfg.quota, inv->ver.tenant_id, inv->ver.memory_mb,
+		      inv->outcome == INV_OK ?
+			      quota_mb_ms(inv->ver.memory_mb, quota_billed_ms(inv->res.duration_us)) : 0);
 	if (inv->outcome != INV_OK && strcmp(inv->error_code, "ShuttingDown") == 0) {
 		/* Not the event's fault: leave it "running"; the next start requeues it. */
 		goto out;
@@ -97,6 +101,20 @@ static void dispatch(struct async *a, struct async_item *it)
 		async_item_free(it);
 		free(at);
 		return;
+	}
+	{
+		int retry = 0;
+		enum quota_reason why = quota_admit(a->cfg.quota, it->tenant_id, at->inv.ver.memory_mb,
+						    &retry);
+
+		if (why != QUOTA_OK) {
+			/* Past a limit, an event waits (untried) instead of failing. */
+			store_async_defer(a->store, it->request_id, wall_us() / 1000 + retry * 1000LL);
+			fn_version_free(&at->inv.ver);
+			async_item_free(it);
+			free(at);
+			return;
+		}
 	}
 	at->a = a;
 	at->item = *it;

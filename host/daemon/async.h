@@ -22,6 +22,7 @@ struct async_config {
 	int64_t backoff_ms;
 	int64_t max_age_ms;
 	int max_inflight;
+	struct quota *quota;   /* events past a tenant limit wait in the queue */
 };
 
 struct async;

@@ -22,6 +22,7 @@
 #include "auth.h"
 #include "engine.h"
 #include "log.h"
+#include "quota.h"
 #include "scheduler.h"
 #include "store.h"
 
@@ -139,6 +140,7 @@ int main(int argc, char **argv)
 	struct sched *sched = NULL;
 	struct async *async = NULL;
 	struct api *api = NULL;
+	struct quota *quota = NULL;
 	char host[256] = "", path[PATH_MAX], err[512];
 	int port = 0, c, sig;
 	sigset_t set;
@@ -257,8 +259,12 @@ int main(int argc, char **argv)
 	scfg.kernel = kernel;
 	if (sched_create(&scfg, &eng, store, &sched))
 		return 1;
+	if (quota_create(store, &quota))
+		return 1;
+	acfg.quota = quota;
 	if (async_start(&acfg, store, sched, &async))
 		return 1;
+	apicfg.quota = quota;
 	apicfg.listen_host = host[0] ? host : NULL;
 	apicfg.port = port;
 	apicfg.unix_path = sock;
@@ -288,6 +294,7 @@ int main(int argc, char **argv)
 		hearth_engine_close(eng.libvirt);
 	if (eng.process)
 		hearth_engine_close(eng.process);
+	quota_destroy(quota);
 	store_close(store);
 	free(kernel);
 	return 0;

@@ -43,7 +43,18 @@ static const char *const schema =
 	"  start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, duration_us INTEGER NOT NULL,"
 	"  billed_ms INTEGER NOT NULL, memory_mb INTEGER NOT NULL, max_rss_kb INTEGER NOT NULL,"
 	"  cold INTEGER NOT NULL, init_ms INTEGER NOT NULL, boot_ms INTEGER NOT NULL,"
-	"  status TEXT NOT NULL, error TEXT, logs BLOB, PRIMARY KEY(request_id, attempt));"
+	"  status TEXT NOT NULL, error TEXT, logs BLOB, mb_ms INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY(request_id, attempt));"
+	"CREATE TABLE IF NOT EXISTS usage_hourly("
+	"  tenant_id INTEGER NOT NULL, function TEXT NOT NULL, hour INTEGER NOT NULL,"
+	"  invocations INTEGER NOT NULL, errors INTEGER NOT NULL, cold_starts INTEGER NOT NULL,"
+	"  duration_us INTEGER NOT NULL, billed_ms INTEGER NOT NULL, mb_ms INTEGER NOT NULL,"
+	"  PRIMARY KEY(tenant_id, function, hour));"
+	"CREATE TABLE IF NOT EXISTS tenant_limits("
+	"  tenant_id INTEGER PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,"
+	"  max_concurrency INTEGER NOT NULL, max_memory_mb INTEGER NOT NULL,"
+	"  rate_per_s INTEGER NOT NULL, burst INTEGER NOT NULL, max_functions INTEGER NOT NULL,"
+	"  max_package_bytes INTEGER NOT NULL, budget_mb_ms INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS invocations_by_fn ON invocations(tenant_id, function, start_us);"
 	"CREATE TABLE IF NOT EXISTS async_queue("
 	"  request_id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL, version_id INTEGER NOT NULL,"
@@ -584,15 +595,29 @@ int store_function_count(struct store *s, int64_t tenant_id, int64_t *n)
 
 static int invocation_insert(struct store *s, const struct inv_record *r)
 {
-	return run(s, prep(s, "INSERT INTO invocations(request_id, attempt, tenant_id, version_id, function,"
+	int rc = run(s, prep(s, "INSERT INTO invocations(request_id, attempt, tenant_id, version_id, function,"
 			    " version, kind, start_us, end_us, duration_us, billed_ms, memory_mb,"
-			    " max_rss_kb, cold, init_ms, boot_ms, status, error, logs)"
-			    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", "tiiitit" "iiiiiiiii" "ttb",
+			    " max_rss_kb, cold, init_ms, boot_ms, status, error, logs, mb_ms)"
+			    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", "tiiitit" "iiiiiiiii" "ttbi",
 			 r->request_id, (int64_t)r->attempt, r->tenant_id, r->version_id, r->function, (int64_t)r->version,
 			 r->kind, r->start_us, r->end_us, (int64_t)r->duration_us,
 			 (int64_t)r->billed_ms, (int64_t)r->memory_mb, (int64_t)r->max_rss_kb,
 			 (int64_t)r->cold, (int64_t)r->init_ms, (int64_t)r->boot_ms, r->status,
-			 r->error, r->logs, r->logs_len));
+			 r->error, r->logs, r->logs_len, (int64_t)r->mb_ms));
+
+	if (rc)
+		return rc;
+	/* The hourly aggregate moves in the same transaction: sums always match. */
+	return run(s, prep(s, "INSERT INTO usage_hourly(tenant_id, function, hour, invocations, errors,"
+			      " cold_starts, duration_us, billed_ms, mb_ms) VALUES(?,?,?,1,?,?,?,?,?)"
+			      " ON CONFLICT(tenant_id, function, hour) DO UPDATE SET"
+			      " invocations = invocations + 1, errors = errors + excluded.errors,"
+			      " cold_starts = cold_starts + excluded.cold_starts,"
+			      " duration_us = duration_us + excluded.duration_us,"
+			      " billed_ms = billed_ms + excluded.billed_ms, mb_ms = mb_ms + excluded.mb_ms",
+			   "itiiiiii", r->tenant_id, r->function, r->start_us / 3600000000LL,
+			   (int64_t)(strcmp(r->status, "Success") != 0), (int64_t)r->cold,
+			   (int64_t)r->duration_us, (int64_t)r->billed_ms, (int64_t)r->mb_ms));
 }
 
 int store_invocation_add(struct store *s, const struct inv_record *r)
@@ -600,7 +625,12 @@ int store_invocation_add(struct store *s, const struct inv_record *r)
 	int rc;
 
 	lock(s);
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		unlock(s);
+		return -EIO;
+	}
 	rc = invocation_insert(s, r);
+	sqlite3_exec(s->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
 	unlock(s);
 	return rc;
 }
@@ -714,6 +744,17 @@ int store_async_claim(struct store *s, int64_t now_ms, struct async_item *items,
 	return 0;
 }
 
+int store_async_defer(struct store *s, const char *request_id, int64_t next_ms)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "UPDATE async_queue SET state = 'queued', next_at_ms = ? WHERE"
+			    " request_id = ? AND state = 'running'", "it", next_ms, request_id));
+	unlock(s);
+	return rc;
+}
+
 int store_async_recover(struct store *s, int *n)
 {
 	int rc;
@@ -763,4 +804,105 @@ json_t *store_dead_letters(struct store *s, int64_t tenant_id, int limit)
 			   "ii", tenant_id, (int64_t)limit));
 	unlock(s);
 	return j;
+}
+
+/* ---- limits and usage ------------------------------------------------------- */
+
+int store_limits_get(struct store *s, int64_t tenant_id, struct tenant_limits *l)
+{
+	sqlite3_stmt *st;
+
+	memset(l, 0, sizeof(*l));
+	lock(s);
+	st = prep(s, "SELECT max_concurrency, max_memory_mb, rate_per_s, burst, max_functions,"
+		     " max_package_bytes, budget_mb_ms FROM tenant_limits WHERE tenant_id = ?", "i",
+		  tenant_id);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		l->max_concurrency = sqlite3_column_int64(st, 0);
+		l->max_memory_mb = sqlite3_column_int64(st, 1);
+		l->rate_per_s = sqlite3_column_int64(st, 2);
+		l->burst = sqlite3_column_int64(st, 3);
+		l->max_functions = sqlite3_column_int64(st, 4);
+		l->max_package_bytes = sqlite3_column_int64(st, 5);
+		l->budget_mb_ms = sqlite3_column_int64(st, 6);
+	}
+	sqlite3_finalize(st);
+	unlock(s);
+	return 0;
+}
+
+int store_limits_set(struct store *s, int64_t tenant_id, const struct tenant_limits *l)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "INSERT OR REPLACE INTO tenant_limits(tenant_id, max_concurrency,"
+			    " max_memory_mb, rate_per_s, burst, max_functions, max_package_bytes,"
+			    " budget_mb_ms) VALUES(?,?,?,?,?,?,?,?)", "iiiiiiii", tenant_id,
+			 l->max_concurrency, l->max_memory_mb, l->rate_per_s, l->burst,
+			 l->max_functions, l->max_package_bytes, l->budget_mb_ms));
+	unlock(s);
+	return rc;
+}
+
+uint64_t store_usage_since(struct store *s, int64_t tenant_id, int64_t since_us)
+{
+	sqlite3_stmt *st;
+	uint64_t v = 0;
+
+	lock(s);
+	st = prep(s, "SELECT IFNULL(SUM(mb_ms), 0) FROM usage_hourly WHERE tenant_id = ? AND hour >= ?",
+		  "ii", tenant_id, since_us / 3600000000LL);
+	if (st && sqlite3_step(st) == SQLITE_ROW)
+		v = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	unlock(s);
+	return v;
+}
+
+json_t *store_usage_query(struct store *s, int64_t tenant_id, int64_t from_us, int64_t to_us,
+			  const char *group_by)
+{
+	const char *cols, *group;
+	char sql[1024];
+	json_t *j;
+
+	if (strcmp(group_by, "hour") == 0) {
+		cols = "u.hour * 3600 AS hour_start, t.name AS tenant, u.function,";
+		group = "GROUP BY u.tenant_id, u.function, u.hour ORDER BY u.hour, t.name, u.function";
+	} else if (strcmp(group_by, "function") == 0) {
+		cols = "t.name AS tenant, u.function,";
+		group = "GROUP BY u.tenant_id, u.function ORDER BY t.name, u.function";
+	} else {
+		cols = "t.name AS tenant,";
+		group = "GROUP BY u.tenant_id ORDER BY t.name";
+	}
+	snprintf(sql, sizeof(sql),
+		 "SELECT %s SUM(u.invocations) AS invocations, SUM(u.errors) AS errors,"
+		 " SUM(u.cold_starts) AS cold_starts, SUM(u.duration_us) AS duration_us,"
+		 " SUM(u.billed_ms) AS billed_ms, SUM(u.mb_ms) AS mb_ms FROM usage_hourly u"
+		 " JOIN tenants t ON t.id = u.tenant_id WHERE (? = 0 OR u.tenant_id = ?)"
+		 " AND u.hour >= ? AND u.hour < ? %s", cols, group);
+	lock(s);
+	/* Hours are whole: a range covers every hour it touches. */
+	j = rows_json(prep(s, sql, "iiii", tenant_id, tenant_id, from_us / 3600000000LL,
+			   (to_us + 3600000000LL - 1) / 3600000000LL));
+	unlock(s);
+	return j;
+}
+
+json_t *store_usage_raw_totals(struct store *s, int64_t tenant_id, int64_t from_us, int64_t to_us)
+{
+	json_t *j, *o;
+
+	lock(s);
+	j = rows_json(prep(s, "SELECT COUNT(*) AS invocations, IFNULL(SUM(billed_ms), 0) AS billed_ms,"
+			      " IFNULL(SUM(mb_ms), 0) AS mb_ms FROM invocations WHERE (? = 0 OR"
+			      " tenant_id = ?) AND start_us >= ? AND start_us < ?", "iiii",
+			   tenant_id, tenant_id, from_us / 3600000000LL * 3600000000LL,
+			   (to_us + 3600000000LL - 1) / 3600000000LL * 3600000000LL));
+	unlock(s);
+	o = json_incref(json_array_get(j, 0));
+	json_decref(j);
+	return o;
 }

@@ -44,6 +44,31 @@ int store_key_delete(struct store *s, const char *key_id, int64_t tenant_id);
 json_t *store_key_list(struct store *s, int64_t tenant_id);
 bool store_has_admin_key(struct store *s);
 
+/* ---- tenant limits (0 = unlimited) ---- */
+struct tenant_limits {
+	int64_t max_concurrency;
+	int64_t max_memory_mb;      /* memory of invocations running at once */
+	int64_t rate_per_s;         /* token bucket refill */
+	int64_t burst;              /* token bucket size */
+	int64_t max_functions;
+	int64_t max_package_bytes;
+	int64_t budget_mb_ms;       /* per calendar month (UTC); 1 GB-s = 1,024,000 MB-ms */
+};
+int store_limits_get(struct store *s, int64_t tenant_id, struct tenant_limits *l);
+int store_limits_set(struct store *s, int64_t tenant_id, const struct tenant_limits *l);
+
+/* ---- usage ---- */
+/* Sum of MB-ms of the tenant's invocations that started at or after since_us. */
+uint64_t store_usage_since(struct store *s, int64_t tenant_id, int64_t since_us);
+/*
+ * Usage between from_us and to_us from the hourly aggregates, grouped by
+ * "hour", "function" or "none". tenant_id 0 = every tenant (admin).
+ */
+json_t *store_usage_query(struct store *s, int64_t tenant_id, int64_t from_us, int64_t to_us,
+			  const char *group_by);
+/* The same sums computed from the raw invocation records (for checks). */
+json_t *store_usage_raw_totals(struct store *s, int64_t tenant_id, int64_t from_us, int64_t to_us);
+
 /* ---- functions and versions ---- */
 struct fn_version {
 	int64_t id;           /* versions.id, unique across functions */
@@ -94,6 +119,7 @@ struct inv_record {
 	int64_t end_us;
 	uint64_t duration_us;
 	uint64_t billed_ms;
+	uint64_t mb_ms;            /* memory_mb x billed_ms */
 	uint32_t memory_mb;
 	uint64_t max_rss_kb;
 	bool cold;
@@ -130,6 +156,8 @@ enum async_action { ASYNC_SUCCEEDED, ASYNC_RETRY, ASYNC_DEAD };
  */
 int store_async_complete(struct store *s, const struct inv_record *r, enum async_action action,
 			 int attempts, int64_t next_ms, const char *error, int64_t now_ms);
+/* Puts a claimed event back, untried, until next_ms (admission said "not now"). */
+int store_async_defer(struct store *s, const char *request_id, int64_t next_ms);
 /* Crash recovery: items left "running" by a killed hearthd go back to the queue. */
 int store_async_recover(struct store *s, int *n);
 /* Earliest next_at of queued items, or -1. */

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -227,11 +228,12 @@ static int child_main(void *arg)
 		close_range(3, (unsigned)p->err_fd - 1, 0);
 	close_range((unsigned)p->err_fd + 1, ~0U, 0);
 	/*
-	 * vfork, not fork: glibc's fork() takes locks (malloc, stdio) that another
-	 * hearthd thread may have held at the moment of clone(), which deadlocks
-	 * this child forever. vfork is a bare syscall; the child only execs.
+	 * A raw fork syscall, not glibc's fork(): that takes locks (malloc,
+	 * stdio) another hearthd thread may have held at the moment of clone(),
+	 * which deadlocks this child forever (and sanitizers intercept vfork).
+	 * The child only execs.
 	 */
-	agent = vfork();
+	agent = (pid_t)syscall(SYS_clone, SIGCHLD, 0, NULL, NULL, 0);
 	if (agent < 0)
 		child_fail(p, "fork");
 	if (agent == 0) {
@@ -241,7 +243,7 @@ static int child_main(void *arg)
 		static const char msg[] = "exec /init failed";
 
 		execve("/init", argv, envp);
-		/* only async-signal-safe calls after vfork */
+		/* only async-signal-safe calls in this child */
 		if (write(p->err_fd, msg, sizeof(msg) - 1) < 0)
 			_exit(127);
 		_exit(127);

@@ -1,0 +1,55 @@
+/*
+ * harness.h - test harness for suites that run the real hearthd: start it on
+ * temporary directories and a free port, stop it (asserting a clean exit), and
+ * make HTTP requests with libcurl. Used by tests/daemon and tests/quota.
+ */
+#ifndef HEARTH_TESTS_HARNESS_H
+#define HEARTH_TESTS_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+struct hd {
+	pid_t pid;
+	char dir[64];
+	char base[64];
+	char admin[160];
+	int port;
+};
+
+struct resp {
+	long status;
+	char *body;
+	size_t len;
+	char *hdrs;
+	size_t hlen;
+};
+
+extern const char *const process_engine[];
+
+int free_port(void);
+size_t on_data(char *p, size_t sz, size_t n, void *ud);
+void resp_free(struct resp *r);
+long http(struct hd *h, const char *method, const char *path, const char *key,
+		 const char *tenant, const void *body, size_t len, const char *extra, struct resp *r);
+const char *hdr(struct resp *r, const char *name);
+json_t *body_json(struct resp *r);
+const char *error_code(struct resp *r);
+void hd_start_args(struct hd *h, const char *const *extra);
+void hd_start(struct hd *h);
+void hd_alive(struct hd *h);
+void hd_stop(struct hd *h);
+int setup(void **state);
+int teardown(void **state);
+char *tenant_create(struct hd *h, const char *name);
+char *pack(struct hd *h, const char *dir, size_t *len);
+void deploy(struct hd *h, const char *key, const char *name, const char *dir,
+		   const char *query);
+long invoke(struct hd *h, const char *key, const char *name, const char *event,
+		   const char *extra, struct resp *r);
+json_t *wait_event(struct hd *h, const char *key, const char *id, const char *want);
+int metric(struct hd *h, const char *name);
+
+#endif
