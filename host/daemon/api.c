@@ -271,6 +271,10 @@ static enum MHD_Result respond_invocation(struct req *r)
 	h[k++] = "X-Hearth-Function-Version";
 	h[k++] = ver;
 	if (inv->outcome != INV_OK) {
+		if (inv->http_status == 429) {
+			h[k++] = "Retry-After";
+			h[k++] = "1";
+		}
 		h[k] = NULL;
 		json_t *m = json_string(inv->error);
 		return send_json(r->conn, (unsigned)inv->http_status,

@@ -1,0 +1,623 @@
+/*
+ * Quota tests (label quota): tenant limits, admission reasons, metering
+ * arithmetic and usage sums, against the real hearthd (process engine).
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "../cmocka_main.h"
+#include "harness.h"
+#include "quota.h"
+
+struct par {
+	long status;
+	char body[512];
+	size_t len;
+	char retry_after[16];
+	char request_id[64];
+};
+
+static size_t par_body(char *p, size_t sz, size_t n, void *ud)
+{
+	struct par *r = ud;
+	size_t take = sz * n;
+
+	if (r->len + take >= sizeof(r->body))
+		take = sizeof(r->body) - 1 - r->len;
+	memcpy(r->body + r->len, p, take);
+	r->len += take;
+	r->body[r->len] = 0;
+	return sz * n;
+}
+
+static size_t par_hdr(char *p, size_t sz, size_t n, void *ud)
+{
+	struct par *r = ud;
+	size_t len = sz * n;
+
+	if (len > 13 && strncasecmp(p, "Retry-After: ", 13) == 0)
+		snprintf(r->retry_after, sizeof(r->retry_after), "%.*s", (int)(len - 15), p + 13);
+	if (len > 21 && strncasecmp(p, "X-Hearth-Request-Id: ", 21) == 0)
+		snprintf(r->request_id, sizeof(r->request_id), "%.*s", (int)(len - 23), p + 21);
+	return len;
+}
+
+/* Sends n invocations at once and waits for all of them. */
+static void par_invoke(struct hd *h, const char *key, const char *fn, const char *event, int n,
+		       struct par *out)
+{
+	CURLM *m = curl_multi_init();
+	CURL **e = calloc((size_t)n, sizeof(*e));
+	struct curl_slist *hl = NULL;
+	char auth[256], url[256];
+	int running = 0;
+
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+	hl = curl_slist_append(hl, auth);
+	hl = curl_slist_append(hl, "Expect:");
+	snprintf(url, sizeof(url), "%s/v1/functions/%s/invoke", h->base, fn);
+	for (int i = 0; i < n; i++) {
+		memset(&out[i], 0, sizeof(out[i]));
+		e[i] = curl_easy_init();
+		curl_easy_setopt(e[i], CURLOPT_URL, url);
+		curl_easy_setopt(e[i], CURLOPT_HTTPHEADER, hl);
+		curl_easy_setopt(e[i], CURLOPT_POSTFIELDS, event);
+		curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, par_body);
+		curl_easy_setopt(e[i], CURLOPT_WRITEDATA, &out[i]);
+		curl_easy_setopt(e[i], CURLOPT_HEADERFUNCTION, par_hdr);
+		curl_easy_setopt(e[i], CURLOPT_HEADERDATA, &out[i]);
+		curl_easy_setopt(e[i], CURLOPT_TIMEOUT, 120L);
+		curl_multi_add_handle(m, e[i]);
+	}
+	do {
+		curl_multi_perform(m, &running);
+		if (running)
+			curl_multi_poll(m, NULL, 0, 100, NULL);
+	} while (running > 0);
+	for (int i = 0; i < n; i++) {
+		curl_easy_getinfo(e[i], CURLINFO_RESPONSE_CODE, &out[i].status);
+		curl_multi_remove_handle(m, e[i]);
+		curl_easy_cleanup(e[i]);
+	}
+	curl_multi_cleanup(m);
+	curl_slist_free_all(hl);
+	free(e);
+}
+
+static int count(struct par *p, int n, long status, const char *code)
+{
+	int k = 0;
+
+	for (int i = 0; i < n; i++)
+		if (p[i].status == status && (!code || strstr(p[i].body, code)))
+			k++;
+	return k;
+}
+
+static void set_limits(struct hd *h, const char *tenant, const char *json)
+{
+	struct resp r;
+	char path[128];
+
+	snprintf(path, sizeof(path), "/v1/tenants/%s/limits", tenant);
+	if (http(h, "PUT", path, h->admin, NULL, json, strlen(json), NULL, &r) != 200)
+		fprintf(stderr, "limits: %ld %s\n", r.status, r.body);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+}
+
+/* The most invocations of fn that overlapped in time, from the records. */
+static int max_overlap(struct hd *h, const char *key, const char *fn)
+{
+	struct resp r;
+	char path[128];
+	json_t *j, *invs;
+	int best = 0;
+
+	snprintf(path, sizeof(path), "/v1/functions/%s/logs?limit=1000", fn);
+	assert_int_equal(http(h, "GET", path, key, NULL, NULL, 0, NULL, &r), 200);
+	j = body_json(&r);
+	invs = json_object_get(j, "invocations");
+	for (size_t a = 0; a < json_array_size(invs); a++) {
+		json_t *ia = json_array_get(invs, a);
+		int64_t t = json_integer_value(json_object_get(ia, "start_us"));
+		int live = 0;
+
+		if (strcmp(json_string_value(json_object_get(ia, "status")), "Success"))
+			continue;
+		for (size_t b = 0; b < json_array_size(invs); b++) {
+			json_t *ib = json_array_get(invs, b);
+			int64_t s = json_integer_value(json_object_get(ib, "start_us"));
+			int64_t e = s + json_integer_value(json_object_get(ib, "duration_us"));
+
+			if (!strcmp(json_string_value(json_object_get(ib, "status")), "Success") &&
+			    s <= t && t < e)
+				live++;
+		}
+		if (live > best)
+			best = live;
+	}
+	json_decref(j);
+	resp_free(&r);
+	return best;
+}
+
+static json_t *usage(struct hd *h, const char *key, const char *tenant, const char *q);
+
+/* ---- tests ------------------------------------------------------------------------- */
+
+static void test_metering_arithmetic(void **state)
+{
+	char buf[64];
+
+	/* Billed duration: rounded up to the millisecond, never below 1 ms. */
+	assert_int_equal(quota_billed_ms(0), 1);
+	assert_int_equal(quota_billed_ms(1), 1);
+	assert_int_equal(quota_billed_ms(999), 1);
+	assert_int_equal(quota_billed_ms(1000), 1);
+	assert_int_equal(quota_billed_ms(1001), 2);
+	assert_int_equal(quota_billed_ms(1999), 2);
+	assert_int_equal(quota_billed_ms(2000), 2);
+	assert_int_equal(quota_billed_ms(900000000), 900000); /* 900 s, the maximum timeout */
+	/* MB-ms and GB-s, exactly, in integers. */
+	assert_int_equal(quota_mb_ms(128, 1), 128);
+	assert_int_equal(quota_mb_ms(10240, 900000), 9216000000ull);
+	quota_format_gb_s(MB_MS_PER_GB_S, buf, sizeof(buf));
+	assert_string_equal(buf, "1.000000");
+	quota_format_gb_s(quota_mb_ms(512, 1000), buf, sizeof(buf));
+	assert_string_equal(buf, "0.500000");
+	quota_format_gb_s(quota_mb_ms(128, 1), buf, sizeof(buf));
+	assert_string_equal(buf, "0.000125");
+	quota_format_gb_s(1, buf, sizeof(buf)); /* truncated, never rounded up */
+	assert_string_equal(buf, "0.000000");
+	quota_format_gb_s(quota_mb_ms(10240, 900000), buf, sizeof(buf));
+	assert_string_equal(buf, "9000.000000");
+	/* A month of a 10 GB function running non-stop on 1000 VMs fits in 64 bits with room. */
+	uint64_t month = quota_mb_ms(10240, 31ull * 24 * 3600 * 1000) * 1000;
+	assert_true(month / 1000 == quota_mb_ms(10240, 31ull * 24 * 3600 * 1000));
+	quota_format_gb_s(month, buf, sizeof(buf));
+	assert_string_equal(buf, "26784000000.000000");
+}
+
+static void test_concurrency_limit(void **state)
+{
+	struct hd *h = *state;
+	struct par p[24];
+	char *key;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	set_limits(h, "acme", "{\"max_concurrency\": 3}");
+	par_invoke(h, key, "multi", "slow", 24, p);
+	int ok = count(p, 24, 200, NULL), refused = count(p, 24, 429, "TenantConcurrencyLimitExceeded");
+	fprintf(stderr, "%d admitted, %d refused\n", ok, refused);
+	assert_int_equal(ok + refused, 24);
+	assert_true(ok >= 3);
+	assert_true(refused > 0);
+	for (int i = 0; i < 24; i++)
+		if (p[i].status == 429)
+			assert_true(atoi(p[i].retry_after) >= 1);
+	/* Never more than 3 running, not even for a moment. */
+	assert_true(max_overlap(h, key, "multi") <= 3);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_rate_limit(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key;
+	int ok = 0, limited = 0;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	set_limits(h, "acme", "{\"rate_per_s\": 1, \"burst\": 3}");
+	for (int i = 0; i < 6; i++) {
+		invoke(h, key, "multi", "x", NULL, &r);
+		if (r.status == 200)
+			ok++;
+		if (r.status == 429) {
+			assert_string_equal(error_code(&r), "RateLimitExceeded");
+			assert_true(atoi(hdr(&r, "Retry-After")) >= 1);
+			limited++;
+		}
+		resp_free(&r);
+	}
+	assert_true(ok >= 3 && ok <= 4); /* the burst, plus at most one refill */
+	assert_int_equal(ok + limited, 6);
+	sleep(2); /* the bucket refills */
+	assert_int_equal(invoke(h, key, "multi", "x", NULL, &r), 200);
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_memory_quota(void **state)
+{
+	struct hd *h = *state;
+	struct par p[6];
+	char *key;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL); /* 256 MB */
+	set_limits(h, "acme", "{\"max_memory_mb\": 512}");
+	par_invoke(h, key, "multi", "slow", 6, p);
+	assert_true(count(p, 6, 429, "MemoryQuotaExceeded") > 0);
+	assert_true(count(p, 6, 200, NULL) >= 2);
+	assert_true(max_overlap(h, key, "multi") <= 2); /* 2 x 256 MB */
+	free(key);
+	hd_stop(h);
+}
+
+static void test_budget_mid_burst(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key;
+	int ok = 0, stopped = 0;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL); /* 256 MB, "slow" = ~300 ms = ~77,000 MB-ms */
+	set_limits(h, "acme", "{\"budget_mb_ms\": 200000}");
+	for (int i = 0; i < 10; i++) {
+		invoke(h, key, "multi", "slow", NULL, &r);
+		if (r.status == 200)
+			ok++;
+		else if (r.status == 429 && strcmp(error_code(&r), "BudgetExceeded") == 0) {
+			stopped++;
+			/* Retry-After points at the next month. */
+			assert_true(atoi(hdr(&r, "Retry-After")) > 0);
+			assert_true(atoi(hdr(&r, "Retry-After")) <= 31 * 24 * 3600 + 1);
+		}
+		resp_free(&r);
+	}
+	fprintf(stderr, "%d ran, %d stopped by the budget\n", ok, stopped);
+	/*
+	 * Each "slow" run bills at least 300 ms x 256 MB = 76,800 MB-ms: two stay
+	 * under 200,000, the third crosses it (three, unless a loaded machine
+	 * stretched two past it), and everything after is stopped.
+	 */
+	assert_true(ok == 2 || ok == 3);
+	assert_int_equal(ok + stopped, 10);
+	json_t *u = usage(h, key, NULL, "group_by=none");
+	assert_true(json_integer_value(json_object_get(json_array_get(json_object_get(u, "usage"), 0),
+						       "mb_ms")) >= 200000);
+	json_decref(u);
+	/* Raising the budget takes effect at once. */
+	set_limits(h, "acme", "{\"budget_gb_s\": 10}");
+	assert_int_equal(invoke(h, key, "multi", "x", NULL, &r), 200);
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_function_and_package_limits(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	size_t len;
+	char *key, *pkg;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	set_limits(h, "acme", "{\"max_functions\": 1, \"max_package_bytes\": 100000000}");
+	deploy(h, key, "one", EXAMPLES_DIR "/hello", NULL);
+	deploy(h, key, "one", EXAMPLES_DIR "/hello", NULL); /* a new version is not a new function */
+	pkg = pack(h, EXAMPLES_DIR "/hello", &len);
+	assert_int_equal(http(h, "POST", "/v1/functions/two", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 403);
+	assert_string_equal(error_code(&r), "FunctionLimitExceeded");
+	resp_free(&r);
+	set_limits(h, "acme", "{\"max_functions\": 5, \"max_package_bytes\": 100}");
+	assert_int_equal(http(h, "POST", "/v1/functions/two", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 413);
+	assert_string_equal(error_code(&r), "PackageTooLarge");
+	resp_free(&r);
+	/* Bad limits are refused, the old ones stay. */
+	assert_int_equal(http(h, "PUT", "/v1/tenants/acme/limits", h->admin, NULL,
+			      "{\"max_concurrency\": -1}", 23, NULL, &r), 400);
+	resp_free(&r);
+	assert_int_equal(http(h, "PUT", "/v1/tenants/acme/limits", h->admin, NULL,
+			      "{\"max_typo\": 1}", 15, NULL, &r), 400);
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/tenants/acme/limits", h->admin, NULL, NULL, 0, NULL, &r),
+			 200);
+	json_t *j = body_json(&r);
+	assert_int_equal(json_integer_value(json_object_get(j, "max_functions")), 5);
+	json_decref(j);
+	resp_free(&r);
+	/* Only the admin sets limits. */
+	assert_int_equal(http(h, "PUT", "/v1/tenants/acme/limits", key, NULL,
+			      "{\"max_concurrency\": 100}", 24, NULL, &r), 403);
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "one", "still", NULL, &r), 200);
+	resp_free(&r);
+	free(pkg);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_limit_change_under_load(void **state)
+{
+	struct hd *h = *state;
+	struct par p[12];
+	char *key;
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	set_limits(h, "acme", "{\"max_concurrency\": 1}");
+	par_invoke(h, key, "multi", "slow", 12, p);
+	assert_true(count(p, 12, 200, NULL) >= 1);
+	assert_true(count(p, 12, 429, "TenantConcurrencyLimitExceeded") >= 8);
+	assert_int_equal(max_overlap(h, key, "multi"), 1);
+	/* No restart: the new limit applies to the next burst. */
+	set_limits(h, "acme", "{\"max_concurrency\": 12}");
+	par_invoke(h, key, "multi", "slow", 12, p);
+	assert_int_equal(count(p, 12, 200, NULL), 12);
+	set_limits(h, "acme", "{\"max_concurrency\": 0}"); /* 0 = unlimited */
+	par_invoke(h, key, "multi", "slow", 12, p);
+	assert_int_equal(count(p, 12, 200, NULL), 12);
+	free(key);
+	hd_stop(h);
+}
+
+static json_t *usage(struct hd *h, const char *key, const char *tenant, const char *q)
+{
+	struct resp r;
+	char path[256];
+	json_t *j;
+
+	snprintf(path, sizeof(path), "/v1/usage?%s", q);
+	assert_int_equal(http(h, "GET", path, key, tenant, NULL, 0, NULL, &r), 200);
+	j = body_json(&r);
+	resp_free(&r);
+	return j;
+}
+
+static void test_usage_sums(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *ka, *kb;
+	int64_t billed = 0, mb_ms = 0;
+
+	hd_start(h);
+	ka = tenant_create(h, "alpha");
+	kb = tenant_create(h, "beta");
+	deploy(h, ka, "multi", FNS_DIR "/multi", NULL);
+	deploy(h, ka, "hello", EXAMPLES_DIR "/hello", NULL);
+	deploy(h, kb, "multi", FNS_DIR "/multi", NULL);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(invoke(h, ka, i % 2 ? "multi" : "hello", "x", NULL, &r), 200);
+		billed += atol(hdr(&r, "X-Hearth-Billed-Duration-Ms"));
+		mb_ms += atol(hdr(&r, "X-Hearth-Billed-Duration-Ms")) * (i % 2 ? 256 : 128);
+		resp_free(&r);
+	}
+	assert_int_equal(invoke(h, ka, "multi", "exit4", NULL, &r), 200); /* a function error is billed */
+	billed += atol(hdr(&r, "X-Hearth-Billed-Duration-Ms"));
+	mb_ms += atol(hdr(&r, "X-Hearth-Billed-Duration-Ms")) * 256;
+	resp_free(&r);
+	assert_int_equal(invoke(h, kb, "multi", "b", NULL, &r), 200);
+	resp_free(&r);
+	/* Per tenant, no grouping: exactly the sum of what the responses said. */
+	json_t *j = usage(h, ka, NULL, "group_by=none");
+	json_t *row = json_array_get(json_object_get(j, "usage"), 0);
+	assert_int_equal(json_array_size(json_object_get(j, "usage")), 1);
+	assert_string_equal(json_string_value(json_object_get(row, "tenant")), "alpha");
+	assert_int_equal(json_integer_value(json_object_get(row, "invocations")), 9);
+	assert_int_equal(json_integer_value(json_object_get(row, "errors")), 1);
+	assert_int_equal(json_integer_value(json_object_get(row, "billed_ms")), billed);
+	assert_int_equal(json_integer_value(json_object_get(row, "mb_ms")), mb_ms);
+	char gbs[48];
+	quota_format_gb_s((uint64_t)mb_ms, gbs, sizeof(gbs));
+	assert_string_equal(json_string_value(json_object_get(row, "gb_s")), gbs);
+	json_decref(j);
+	/* By function and by hour the parts add up to the same totals. */
+	j = usage(h, ka, NULL, "group_by=function");
+	int64_t sum = 0, n = 0;
+	size_t i;
+	json_array_foreach(json_object_get(j, "usage"), i, row) {
+		sum += json_integer_value(json_object_get(row, "mb_ms"));
+		n += json_integer_value(json_object_get(row, "invocations"));
+	}
+	assert_int_equal(json_array_size(json_object_get(j, "usage")), 2);
+	assert_int_equal(sum, mb_ms);
+	assert_int_equal(n, 9);
+	json_decref(j);
+	j = usage(h, ka, NULL, "group_by=hour");
+	sum = 0;
+	json_array_foreach(json_object_get(j, "usage"), i, row)
+		sum += json_integer_value(json_object_get(row, "mb_ms"));
+	assert_int_equal(sum, mb_ms);
+	json_decref(j);
+	/* beta sees only beta; the admin sees both, or one by name. */
+	j = usage(h, kb, NULL, "group_by=none");
+	assert_int_equal(json_array_size(json_object_get(j, "usage")), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(j, "usage"), 0), "tenant")), "beta");
+	json_decref(j);
+	j = usage(h, h->admin, NULL, "group_by=none");
+	assert_int_equal(json_array_size(json_object_get(j, "usage")), 2);
+	json_decref(j);
+	j = usage(h, h->admin, "beta", "group_by=none");
+	assert_int_equal(json_array_size(json_object_get(j, "usage")), 1);
+	json_decref(j);
+	/* CSV carries the same numbers. */
+	assert_int_equal(http(h, "GET", "/v1/usage?group_by=none&format=csv", ka, NULL, NULL, 0, NULL,
+			      &r), 200);
+	char line[256];
+	snprintf(line, sizeof(line), "alpha,9,1,");
+	assert_non_null(strstr(r.body, "tenant,invocations,errors,cold_starts,duration_us,billed_ms,mb_ms,gb_s\n"));
+	assert_non_null(strstr(r.body, line));
+	assert_non_null(strstr(r.body, gbs));
+	resp_free(&r);
+	/* A range before any use is empty; bad parameters are refused. */
+	j = usage(h, ka, NULL, "from=0&to=3600&group_by=none");
+	assert_int_equal(json_array_size(json_object_get(j, "usage")), 0);
+	json_decref(j);
+	assert_int_equal(http(h, "GET", "/v1/usage?group_by=week", ka, NULL, NULL, 0, NULL, &r), 400);
+	resp_free(&r);
+	free(ka);
+	free(kb);
+	hd_stop(h);
+}
+
+static void test_async_waits_past_limit(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key, ids[6][64];
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	set_limits(h, "acme", "{\"max_concurrency\": 1}");
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(invoke(h, key, "multi", "slow", "X-Hearth-Invocation-Type: Event", &r),
+				 202);
+		json_t *j = body_json(&r);
+		snprintf(ids[i], sizeof(ids[i]), "%s", json_string_value(json_object_get(j, "request_id")));
+		json_decref(j);
+		resp_free(&r);
+	}
+	/* Past the limit, events wait in the queue: all succeed at the first attempt. */
+	for (int i = 0; i < 6; i++) {
+		json_t *j = wait_event(h, key, ids[i], "succeeded");
+
+		assert_int_equal(json_integer_value(json_object_get(j, "attempts")), 1);
+		json_decref(j);
+	}
+	assert_int_equal(max_overlap(h, key, "multi"), 1);
+	assert_int_equal(http(h, "GET", "/v1/dead-letters", key, NULL, NULL, 0, NULL, &r), 200);
+	assert_non_null(strstr(r.body, "\"dead_letters\":[]"));
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_host_capacity(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--max-vms", "1", NULL };
+	struct par p[2];
+	struct resp r;
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL);
+	/* The only VM slot is taken by multi; hello has nowhere to run. */
+	par_invoke(h, key, "multi", "warm", 1, p);
+	assert_int_equal(p[0].status, 200);
+	assert_int_equal(invoke(h, key, "hello", "x", NULL, &r), 429);
+	assert_string_equal(error_code(&r), "HostCapacityExceeded");
+	assert_non_null(hdr(&r, "Retry-After"));
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "multi", "still", NULL, &r), 200);
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
+static void test_crash_keeps_records(void **state)
+{
+	struct hd *h = *state;
+	struct par p[16];
+	struct resp r;
+	char *key;
+	pid_t loader;
+	int pipefd[2];
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	assert_int_equal(pipe(pipefd), 0);
+	/* A child sends a burst and reports which responses it received. */
+	loader = fork();
+	if (loader == 0) {
+		par_invoke(h, key, "multi", "slow", 16, p);
+		for (int i = 0; i < 16; i++)
+			if (p[i].status == 200)
+				dprintf(pipefd[1], "%s\n", p[i].request_id);
+		_exit(0);
+	}
+	close(pipefd[1]);
+	usleep(450000);
+	kill(h->pid, SIGKILL); /* mid-burst */
+	waitpid(h->pid, NULL, 0);
+	h->pid = 0;
+	waitpid(loader, NULL, 0);
+	char ids[4096] = "";
+	ssize_t got = read(pipefd[0], ids, sizeof(ids) - 1);
+	close(pipefd[0]);
+	ids[got > 0 ? got : 0] = 0;
+	hd_start(h);
+	/* Every delivered response has exactly one record. */
+	assert_int_equal(http(h, "GET", "/v1/functions/multi/logs?limit=1000", key, NULL, NULL, 0,
+			      NULL, &r), 200);
+	json_t *j = body_json(&r);
+	json_t *invs = json_object_get(j, "invocations");
+	int delivered = 0;
+	for (char *save = NULL, *id = strtok_r(ids, "\n", &save); id; id = strtok_r(NULL, "\n", &save)) {
+		int found = 0;
+
+		for (size_t i = 0; i < json_array_size(invs); i++)
+			found += !strcmp(json_string_value(json_object_get(json_array_get(invs, i), "request_id")), id);
+		assert_int_equal(found, 1);
+		delivered++;
+	}
+	fprintf(stderr, "%d responses delivered before the kill, all recorded once\n", delivered);
+	/* The aggregates equal the records, exactly (nothing counted twice). */
+	int64_t raw = 0;
+	for (size_t i = 0; i < json_array_size(invs); i++)
+		raw += json_integer_value(json_object_get(json_array_get(invs, i), "billed_ms"));
+	json_decref(j);
+	resp_free(&r);
+	j = usage(h, key, NULL, "group_by=none");
+	json_t *row = json_array_get(json_object_get(j, "usage"), 0);
+	assert_int_equal(json_integer_value(json_object_get(row, "billed_ms")), raw);
+	json_decref(j);
+	free(key);
+	hd_stop(h);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_metering_arithmetic),
+		cmocka_unit_test_setup_teardown(test_concurrency_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_quota, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_mid_burst, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_function_and_package_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_limit_change_under_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_usage_sums, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_async_waits_past_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_capacity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_crash_keeps_records, setup, teardown),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_ALL);
+	srand((unsigned)getpid());
+	return HEARTH_RUN_TESTS("quota", tests, argc, argv);
+}
