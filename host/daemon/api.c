@@ -523,7 +523,7 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		engine = "auto";
 	if (!sched_engine_for(a->sched, engine)) {
 		rc = send_error(c, 400, "EngineUnavailable",
-				"engine '%s' is not enabled on this host (auto, libvirt, process)",
+				"engine '%s' is not enabled on this host (auto, builtin, libvirt, process)",
 				engine);
 		goto out;
 	}

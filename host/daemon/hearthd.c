@@ -29,6 +29,9 @@
 #ifndef HEARTH_AGENT_DEFAULT
 #define HEARTH_AGENT_DEFAULT "/usr/lib/hearth/hearth-agent"
 #endif
+#ifndef HEARTH_VMM_DEFAULT
+#define HEARTH_VMM_DEFAULT "/usr/lib/hearth/hearth-vmm"
+#endif
 #ifndef HEARTH_CACHE_DIR
 #define HEARTH_CACHE_DIR "/var/cache/hearth"
 #endif
@@ -41,8 +44,10 @@ static void usage(FILE *f)
 		"  --socket PATH          Unix socket of the API (default /run/hearth/hearthd.sock)\n"
 		"  --state-dir DIR        SQLite state, images, admin key (default /var/lib/hearth)\n"
 		"  --run-dir DIR          per-VM sockets and logs (default /run/hearth/vms)\n"
-		"  --engine NAME          auto | libvirt | process (default auto: builtin on\n"
-		"                         hardware-virtualized KVM, else libvirt)\n"
+		"  --engine NAME          auto | builtin | libvirt | process (default auto: builtin\n"
+		"                         where KVM runs stock guests, else libvirt)\n"
+		"  --vmm PATH             hearth-vmm for the builtin engine (default %s)\n"
+		"  --builtin-kernel PATH  guest kernel for builtin VMs (default: the cached vmlinux)\n"
 		"  --allow-unisolated     permit the process engine (NO isolation; development only)\n"
 		"  --libvirt-uri URI      default qemu:///system\n"
 		"  --kernel PATH          guest kernel (default: newest kernel-config/build result)\n"
@@ -56,7 +61,7 @@ static void usage(FILE *f)
 		"  --async-max-age S      events older than this are dead-lettered (default 21600)\n"
 		"  --no-server-path-deploy  refuse admin deploys from server paths\n"
 		"  --verbose              debug log lines\n",
-		HEARTH_AGENT_DEFAULT);
+		HEARTH_VMM_DEFAULT, HEARTH_AGENT_DEFAULT);
 }
 
 /* The newest complete kernel build in the cache (kernel-config/build). */
@@ -115,6 +120,8 @@ int main(int argc, char **argv)
 		{ "allow-unisolated", no_argument, NULL, 'U' },
 		{ "libvirt-uri", required_argument, NULL, 'u' },
 		{ "kernel", required_argument, NULL, 'k' },
+		{ "vmm", required_argument, NULL, 'V' },
+		{ "builtin-kernel", required_argument, NULL, 'K' },
 		{ "agent", required_argument, NULL, 'a' },
 		{ "keep-warm", required_argument, NULL, 'w' },
 		{ "max-vms", required_argument, NULL, 'm' },
@@ -130,7 +137,8 @@ int main(int argc, char **argv)
 	const char *listen = "127.0.0.1:7070", *sock = "/run/hearth/hearthd.sock";
 	const char *state_dir = "/var/lib/hearth", *run_dir = "/run/hearth/vms";
 	const char *engine = "auto", *uri = NULL, *agent = HEARTH_AGENT_DEFAULT;
-	char *kernel = NULL;
+	char *kernel = NULL, *builtin_kernel = NULL;
+	const char *vmm = HEARTH_VMM_DEFAULT;
 	bool allow_unisolated = false, server_path = true;
 	struct sched_config scfg = { .keep_warm_ms = 600000, .max_vms = 64 };
 	struct async_config acfg = { .retries = 2, .backoff_ms = 1000, .max_age_ms = 21600000 };
@@ -156,6 +164,8 @@ int main(int argc, char **argv)
 		case 'U': allow_unisolated = true; break;
 		case 'u': uri = optarg; break;
 		case 'k': kernel = strdup(optarg); break;
+		case 'V': vmm = optarg; break;
+		case 'K': builtin_kernel = strdup(optarg); break;
 		case 'a': agent = optarg; break;
 		case 'w': scfg.keep_warm_ms = atoll(optarg) * 1000; break;
 		case 'm': scfg.max_vms = atoi(optarg); break;
@@ -174,8 +184,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hearthd: --listen wants HOST:PORT, got '%s'\n", listen);
 		return 2;
 	}
-	if (strcmp(engine, "auto") && strcmp(engine, "libvirt") && strcmp(engine, "process")) {
-		fprintf(stderr, "hearthd: unknown engine '%s' (auto, libvirt, process)\n", engine);
+	if (strcmp(engine, "auto") && strcmp(engine, "libvirt") && strcmp(engine, "process") &&
+	    strcmp(engine, "builtin")) {
+		fprintf(stderr, "hearthd: unknown engine '%s' (auto, builtin, libvirt, process)\n",
+			engine);
 		return 2;
 	}
 	if (strcmp(engine, "process") == 0 && !allow_unisolated) {
@@ -214,15 +226,45 @@ int main(int argc, char **argv)
 	if (auth_bootstrap_admin(store, path))
 		return 1;
 
-	/* Engines. */
-	if (strcmp(engine, "process") != 0) {
+	/* Engines. The builtin engine where KVM runs stock guests (or when asked). */
+	if (strcmp(engine, "builtin") == 0 ||
+	    (strcmp(engine, "auto") == 0 && hearth_kvm_runs_stock_guests() && access(vmm, X_OK) == 0)) {
+		char bdir[PATH_MAX];
+		struct hearth_engine_config ec = { .kind = HEARTH_ENGINE_BUILTIN, .run_dir = bdir,
+						   .vmm_bin = vmm };
+
+		snprintf(bdir, sizeof(bdir), "%s/vmm", run_dir);
+		mkdirs(bdir, 0700);
+		if (!builtin_kernel) {
+			char *bz = find_kernel();
+
+			/* The cache holds vmlinux beside bzImage; hearth-vmm boots either. */
+			if (bz) {
+				builtin_kernel = bz;
+				char *slash = strrchr(builtin_kernel, '/');
+				if (slash && strlen(slash) >= 8)
+					strcpy(slash + 1, "vmlinux");
+				if (access(builtin_kernel, R_OK) != 0)
+					strcpy(slash + 1, "bzImage");
+			}
+		}
+		if (!builtin_kernel) {
+			fprintf(stderr, "hearthd: no guest kernel for the builtin engine; run "
+					"kernel-config/build or pass --builtin-kernel\n");
+			return 1;
+		}
+		if (hearth_engine_open(&ec, &eng.builtin, err, sizeof(err))) {
+			hlog_error("hearthd", "builtin engine: %s", err);
+			return 1;
+		}
+		hlog_info("hearthd", "engine builtin (hearth-vmm %s, kernel %s)", vmm, builtin_kernel);
+		eng.dflt = eng.builtin;
+	}
+	if (strcmp(engine, "process") != 0 && strcmp(engine, "builtin") != 0) {
 		struct hearth_engine_config ec = {
 			.kind = HEARTH_ENGINE_LIBVIRT, .run_dir = run_dir, .libvirt_uri = uri,
 		};
 
-		if (hearth_kvm_runs_stock_guests())
-			hlog_info("hearthd", "KVM runs stock guests here; the builtin engine is not "
-					     "available yet, using libvirt with KVM");
 		if (hearth_engine_open(&ec, &eng.libvirt, err, sizeof(err))) {
 			hlog_error("hearthd", "libvirt engine: %s", err);
 			if (!allow_unisolated)
@@ -237,7 +279,8 @@ int main(int argc, char **argv)
 						"pass --kernel\n");
 				return 1;
 			}
-			eng.dflt = eng.libvirt;
+			if (!eng.dflt)
+				eng.dflt = eng.libvirt;
 		}
 	}
 	if (allow_unisolated) {
@@ -257,6 +300,13 @@ int main(int argc, char **argv)
 			eng.dflt = eng.process;
 	}
 	scfg.kernel = kernel;
+	scfg.builtin_kernel = builtin_kernel;
+	scfg.vmm_bin = vmm;
+	snprintf(path, sizeof(path), "%s/snapshots", state_dir);
+	mkdirs(path, 0700);
+	char snapdir[PATH_MAX];
+	snprintf(snapdir, sizeof(snapdir), "%s", path);
+	scfg.snapshot_dir = snapdir;
 	if (sched_create(&scfg, &eng, store, &sched))
 		return 1;
 	if (quota_create(store, &quota))
@@ -294,8 +344,11 @@ int main(int argc, char **argv)
 		hearth_engine_close(eng.libvirt);
 	if (eng.process)
 		hearth_engine_close(eng.process);
+	if (eng.builtin)
+		hearth_engine_close(eng.builtin);
 	quota_destroy(quota);
 	store_close(store);
 	free(kernel);
+	free(builtin_kernel);
 	return 0;
 }

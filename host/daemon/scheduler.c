@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -26,6 +28,8 @@ struct pool {
 	int nsaved, nrestoring;   /* VMs suspended to disk (scale to zero) and coming back */
 	unsigned caps;
 	bool dead;
+	bool snap_ready, snap_taking;   /* CLONE engines: the version's snapshot */
+	char snap_mem[512], snap_state[512];
 	pthread_cond_t cond;
 	struct pool *next;
 };
@@ -33,7 +37,7 @@ struct pool {
 struct sched {
 	struct sched_config cfg;
 	struct sched_engines eng;
-	pthread_mutex_t eng_mu_libvirt, eng_mu_process;
+	pthread_mutex_t eng_mu_libvirt, eng_mu_process, eng_mu_builtin;
 	struct store *store;
 	pthread_mutex_t mu;
 	pthread_cond_t all_gone;
@@ -69,12 +73,15 @@ struct hearth_engine *sched_engine_for(struct sched *s, const char *name)
 		return s->eng.libvirt;
 	if (strcmp(name, "process") == 0)
 		return s->eng.process;
+	if (strcmp(name, "builtin") == 0)
+		return s->eng.builtin;
 	return NULL;
 }
 
 static pthread_mutex_t *engine_lock_for(struct sched *s, struct hearth_engine *e)
 {
-	return e == s->eng.process ? &s->eng_mu_process : &s->eng_mu_libvirt;
+	return e == s->eng.process ? &s->eng_mu_process :
+	       e == s->eng.builtin ? &s->eng_mu_builtin : &s->eng_mu_libvirt;
 }
 
 static void fail_inv(struct invocation *inv, int http, const char *code, const char *fmt, ...)
@@ -163,11 +170,12 @@ struct vm_thread_arg {
 
 /* Boots (or restores) a VM and brings its agent to Ready. */
 static int vm_start(struct sched *s, struct pool *p, struct hearth_vm **vmp,
-		    struct agent_conn **connp, uint64_t *boot_us, uint64_t *init_us, char *err,
-		    size_t errlen)
+		    struct agent_conn **connp, uint64_t *boot_us, uint64_t *init_us, bool *restored,
+		    char *err, size_t errlen)
 {
+	char mem[512], state[512];
 	struct hearth_vm_spec spec = {
-		.kernel = s->cfg.kernel,
+		.kernel = p->eng == s->eng.builtin ? s->cfg.builtin_kernel : s->cfg.kernel,
 		.initrd = p->ver.image_path,
 		.memory_mb = p->ver.memory_mb,
 		.vcpus = 1,
@@ -178,11 +186,22 @@ static int vm_start(struct sched *s, struct pool *p, struct hearth_vm **vmp,
 	int64_t t0 = mono_us();
 	int rc;
 
+	bool clone = false;
+
+	pthread_mutex_lock(&s->mu);
+	if (p->snap_ready) {
+		clone = true;
+		snprintf(mem, sizeof(mem), "%s", p->snap_mem);
+		snprintf(state, sizeof(state), "%s", p->snap_state);
+	}
+	pthread_mutex_unlock(&s->mu);
 	pthread_mutex_lock(p->eng_mu);
-	rc = hearth_vm_create(p->eng, &spec, vmp, err, errlen);
+	rc = clone ? hearth_vm_clone(p->eng, mem, state, vmp, err, errlen) :
+		     hearth_vm_create(p->eng, &spec, vmp, err, errlen);
 	pthread_mutex_unlock(p->eng_mu);
 	if (rc)
 		return rc;
+	*restored = clone;
 	rc = hearth_vm_connect(*vmp, s->cfg.boot_timeout_ms, connp, err, errlen);
 	if (rc)
 		return rc;
@@ -198,6 +217,11 @@ static int vm_start(struct sched *s, struct pool *p, struct hearth_vm **vmp,
 		return -EIO;
 	}
 	*boot_us = (uint64_t)(mono_us() - t0);
+	if (clone) {
+		/* The snapshot was taken after Ready: the clone's agent is configured. */
+		*init_us = 0;
+		return 0;
+	}
 	vm_conf_build(&p->ver, &vc);
 	ac.handler = p->ver.handler;
 	ac.args = vc.args;
@@ -232,6 +256,71 @@ static void vm_stop(struct pool *p, struct hearth_vm *vm, struct agent_conn *con
 }
 
 static int spawn_vm(struct sched *s, struct pool *p, bool prewarm);
+
+/* "size-mtime" of a file: enough to tell builds of the kernel or of hearth-vmm apart. */
+static void file_id(const char *path, char *out, size_t n)
+{
+	struct stat st;
+
+	if (path && stat(path, &st) == 0)
+		snprintf(out, n, "%lld-%lld", (long long)st.st_size, (long long)st.st_mtime);
+	else
+		snprintf(out, n, "none");
+}
+
+static void snapshot_key(struct sched *s, struct pool *p, char *kernel, char *vmm, char *shape,
+			 size_t n)
+{
+	file_id(s->cfg.builtin_kernel, kernel, n);
+	file_id(s->cfg.vmm_bin, vmm, n);
+	snprintf(shape, n, "%umb-1cpu", p->ver.memory_mb);
+}
+
+/*
+ * Writes the version's snapshot from this idle, Ready VM (it keeps running)
+ * and publishes it for clones. Called without s->mu.
+ */
+static void vm_take_snapshot(struct sched *s, struct pool *p, struct hearth_vm *vm)
+{
+	char mem[512], state[512], tmpm[600], tmps[600], err[512], kid[64], vid[64], shape[64];
+	int64_t t0 = mono_us();
+	int rc;
+
+	snapshot_key(s, p, kid, vid, shape, sizeof(kid));
+	snprintf(mem, sizeof(mem), "%s/v%lld-%s-%s.mem", s->cfg.snapshot_dir, (long long)p->version_id,
+		 shape, kid);
+	snprintf(state, sizeof(state), "%s/v%lld-%s-%s.state", s->cfg.snapshot_dir,
+		 (long long)p->version_id, shape, kid);
+	/* Written under temporary names and renamed: a snapshot is never seen half-written. */
+	snprintf(tmpm, sizeof(tmpm), "%s.tmp", mem);
+	snprintf(tmps, sizeof(tmps), "%s.tmp", state);
+	pthread_mutex_lock(p->eng_mu);
+	rc = hearth_vm_snapshot(vm, tmpm, tmps, err, sizeof(err));
+	pthread_mutex_unlock(p->eng_mu);
+	if (rc == 0 && (rename(tmpm, mem) < 0 || rename(tmps, state) < 0)) {
+		snprintf(err, sizeof(err), "rename: %s", strerror(errno));
+		rc = -EIO;
+	}
+	if (rc == 0)
+		rc = store_snapshot_put(s->store, p->version_id, hearth_engine_name(p->eng), kid, vid,
+					shape, mem, state);
+	pthread_mutex_lock(&s->mu);
+	p->snap_taking = false;
+	if (rc == 0) {
+		snprintf(p->snap_mem, sizeof(p->snap_mem), "%s", mem);
+		snprintf(p->snap_state, sizeof(p->snap_state), "%s", state);
+		p->snap_ready = true;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (rc) {
+		unlink(tmpm);
+		unlink(tmps);
+		hlog_warn("sched", "snapshot of %s v%d failed: %s", p->ver.name, p->ver.version, err);
+	} else {
+		hlog_info("sched", "snapshot of %s v%d taken in %lld us; cold starts now restore it",
+			  p->ver.name, p->ver.version, (long long)(mono_us() - t0));
+	}
+}
 
 static const char *status_name(int st)
 {
@@ -328,7 +417,8 @@ static void *vm_thread(void *arg)
 	struct vm_thread_arg *a = arg;
 	struct sched *s = a->s;
 	struct pool *p = a->p;
-	bool prewarm = a->prewarm, first = true, broken = false, restored = false;
+	bool prewarm = a->prewarm, first = true, broken = false, restored = false, cloned = false;
+	bool take_snapshot = false;
 	uint64_t restore_us = 0;
 	struct hearth_vm *vm = NULL;
 	struct agent_conn *conn = NULL;
@@ -337,7 +427,7 @@ static void *vm_thread(void *arg)
 	int rc;
 
 	free(a);
-	rc = vm_start(s, p, &vm, &conn, &boot_us, &init_us, err, sizeof(err));
+	rc = vm_start(s, p, &vm, &conn, &boot_us, &init_us, &cloned, err, sizeof(err));
 	pthread_mutex_lock(&s->mu);
 	p->nbooting--;
 	if (rc) {
@@ -366,6 +456,11 @@ static void *vm_thread(void *arg)
 	}
 	p->nvms++;
 	metrics_vms(1);
+	if ((p->caps & HEARTH_ENGINE_CAP_CLONE) && !p->snap_ready && !p->snap_taking &&
+	    s->cfg.snapshot_dir) {
+		p->snap_taking = true; /* this VM takes it, once idle */
+		take_snapshot = true;
+	}
 	hlog_debug("sched", "VM up for %s v%d (%s in %llu us, init %llu us)", p->ver.name,
 		   p->ver.version, hearth_vm_name(vm), (unsigned long long)boot_us,
 		   (unsigned long long)init_us);
@@ -373,6 +468,14 @@ static void *vm_thread(void *arg)
 		struct invocation *inv;
 		int64_t idle_since = mono_us();
 
+		if (take_snapshot && !p->qhead && !p->dead && !s->stopping) {
+			take_snapshot = false;
+			pthread_mutex_unlock(&s->mu);
+			vm_take_snapshot(s, p, vm);
+			pthread_mutex_lock(&s->mu);
+			idle_since = mono_us();
+			continue;
+		}
 		while (!p->dead && !s->stopping && !p->qhead) {
 			int64_t deadline = idle_since + s->cfg.keep_warm_ms * 1000;
 			struct timespec ts;
@@ -406,7 +509,7 @@ static void *vm_thread(void *arg)
 
 		if (first && !prewarm) {
 			inv->cold = true;
-			inv->cold_path = "boot";
+			inv->cold_path = cloned ? "restore" : "boot";
 			inv->boot_us = boot_us;
 			inv->init_us = init_us;
 			metrics_cold_start(boot_us, init_us);
@@ -449,6 +552,8 @@ static void *vm_thread(void *arg)
 	p->nvms--;
 	s->total_vms--;
 	metrics_vms(-1);
+	if (take_snapshot)
+		p->snap_taking = false; /* gone before it was idle: the next VM takes it */
 	pthread_mutex_unlock(&s->mu);
 	vm_stop(p, vm, conn);
 	hlog_debug("sched", "VM of %s v%d gone", p->ver.name, p->ver.version);
@@ -513,6 +618,16 @@ static struct pool *pool_get(struct sched *s, const struct fn_version *v)
 	p->eng = e;
 	p->eng_mu = engine_lock_for(s, e);
 	p->caps = hearth_engine_caps(e);
+	if ((p->caps & HEARTH_ENGINE_CAP_CLONE) && s->cfg.snapshot_dir) {
+		char kid[64], vid[64], shape[64];
+
+		snapshot_key(s, p, kid, vid, shape, sizeof(kid));
+		if (store_snapshot_get(s->store, p->version_id, hearth_engine_name(e), kid, vid, shape,
+				       p->snap_mem, sizeof(p->snap_mem), p->snap_state,
+				       sizeof(p->snap_state)) == 0 &&
+		    access(p->snap_mem, R_OK) == 0 && access(p->snap_state, R_OK) == 0)
+			p->snap_ready = true;
+	}
 	pthread_cond_init(&p->cond, NULL);
 	p->next = s->pools;
 	s->pools = p;
@@ -666,6 +781,7 @@ void sched_stats(struct sched *s, int64_t version_id, struct sched_stats *st)
 		st->booting += p->nbooting;
 		st->queued += p->nqueued;
 		st->saved += p->nsaved;
+		st->snapshot |= p->snap_ready;
 	}
 	pthread_mutex_unlock(&s->mu);
 }
@@ -691,6 +807,7 @@ int sched_create(const struct sched_config *cfg, const struct sched_engines *eng
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->eng_mu_libvirt, NULL);
 	pthread_mutex_init(&s->eng_mu_process, NULL);
+	pthread_mutex_init(&s->eng_mu_builtin, NULL);
 	pthread_cond_init(&s->all_gone, NULL);
 	pthread_cond_init(&s->keeper_cond, NULL);
 	if (pthread_create(&s->keeper, NULL, keeper_thread, s)) {

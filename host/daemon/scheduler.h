@@ -14,9 +14,14 @@
  * TTL is not destroyed but suspended to disk: it then uses no CPU or guest
  * memory, and the next invocation restores it (cold start path "restore",
  * much faster than a boot), after which the host sends Reseed before anything
- * else. A parked VM is destroyed after parked_ttl_ms. Engines that can clone
- * one snapshot into many VMs (the builtin engine, not yet here) will restore
- * new VMs from a per-version snapshot instead.
+ * else. A parked VM is destroyed after parked_ttl_ms.
+ *
+ * On engines that clone one snapshot into many VMs (builtin), the first VM of
+ * a version takes a snapshot of itself once its agent is Ready and it is idle
+ * (snapshot pre-warming, in the background of serving); from then on every
+ * cold start of that version restores a clone of it (path "restore") instead
+ * of booting, and sends Reseed before anything else. The snapshot index is in
+ * SQLite, keyed by version, engine, kernel, hearth-vmm build and VM shape.
  *
  * A VM whose agent dies (connection lost, no answer within the deadline) is
  * destroyed and replaced on demand; the invocation it was running fails with
@@ -38,7 +43,10 @@
 struct sched;
 
 struct sched_config {
-	const char *kernel;          /* guest kernel for engines that boot one */
+	const char *kernel;          /* guest kernel for libvirt (bzImage) */
+	const char *builtin_kernel;  /* guest kernel for the builtin engine (vmlinux or bzImage) */
+	const char *snapshot_dir;    /* where per-version snapshots live (CLONE engines) */
+	const char *vmm_bin;         /* hearth-vmm, part of the snapshot key */
 	int64_t keep_warm_ms;        /* idle VM lifetime; default 10 minutes */
 	int64_t parked_ttl_ms;       /* how long a saved (scaled-to-zero) VM is kept; default 24 h */
 	int max_vms;                 /* host-wide cap on VMs */
@@ -49,6 +57,7 @@ struct sched_config {
 struct sched_engines {
 	struct hearth_engine *libvirt;
 	struct hearth_engine *process;
+	struct hearth_engine *builtin;
 	struct hearth_engine *dflt;  /* the "auto" choice */
 };
 
@@ -106,6 +115,7 @@ void sched_reconcile(struct sched *s);
 
 struct sched_stats {
 	int vms, idle, booting, queued, saved;
+	bool snapshot;   /* the version has a snapshot to clone */
 };
 void sched_stats(struct sched *s, int64_t version_id, struct sched_stats *st);
 

@@ -906,3 +906,40 @@ json_t *store_usage_raw_totals(struct store *s, int64_t tenant_id, int64_t from_
 	json_decref(j);
 	return o;
 }
+
+/* ---- snapshot index ----------------------------------------------------------- */
+
+int store_snapshot_put(struct store *s, int64_t version_id, const char *engine, const char *kernel_id,
+		       const char *vmm_version, const char *shape, const char *mem, const char *state)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "INSERT OR REPLACE INTO snapshots(version_id, engine, kernel_id, vmm_version,"
+			    " shape, mem_path, state_path, created_at) VALUES(?,?,?,?,?,?,?,?)",
+			 "itttttti", version_id, engine, kernel_id, vmm_version, shape, mem, state,
+			 now_s()));
+	unlock(s);
+	return rc;
+}
+
+int store_snapshot_get(struct store *s, int64_t version_id, const char *engine, const char *kernel_id,
+		       const char *vmm_version, const char *shape, char *mem, size_t memlen,
+		       char *state, size_t statelen)
+{
+	sqlite3_stmt *st;
+	int rc = -ENOENT;
+
+	lock(s);
+	st = prep(s, "SELECT mem_path, state_path FROM snapshots WHERE version_id = ? AND engine = ?"
+		     " AND kernel_id = ? AND vmm_version = ? AND shape = ?", "ittt" "t", version_id,
+		  engine, kernel_id, vmm_version, shape);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		copy_col(st, 0, mem, memlen);
+		copy_col(st, 1, state, statelen);
+		rc = 0;
+	}
+	sqlite3_finalize(st);
+	unlock(s);
+	return rc;
+}

@@ -69,6 +69,13 @@ json_t *store_usage_query(struct store *s, int64_t tenant_id, int64_t from_us, i
 /* The same sums computed from the raw invocation records (for checks). */
 json_t *store_usage_raw_totals(struct store *s, int64_t tenant_id, int64_t from_us, int64_t to_us);
 
+/* ---- snapshot index (engines that clone) ---- */
+int store_snapshot_put(struct store *s, int64_t version_id, const char *engine, const char *kernel_id,
+		       const char *vmm_version, const char *shape, const char *mem, const char *state);
+int store_snapshot_get(struct store *s, int64_t version_id, const char *engine, const char *kernel_id,
+		       const char *vmm_version, const char *shape, char *mem, size_t memlen,
+		       char *state, size_t statelen);
+
 /* ---- functions and versions ---- */
 struct fn_version {
 	int64_t id;           /* versions.id, unique across functions */

@@ -96,6 +96,7 @@ int hearth_engine_open(const struct hearth_engine_config *cfg, struct hearth_eng
 	switch (cfg->kind) {
 	case HEARTH_ENGINE_LIBVIRT: e->ops = &hearth_engine_libvirt_ops; break;
 	case HEARTH_ENGINE_PROCESS: e->ops = &hearth_engine_process_ops; break;
+	case HEARTH_ENGINE_BUILTIN: e->ops = &hearth_engine_builtin_ops; break;
 	default:
 		free(e);
 		return hearth_engine_fail(err, errlen, ENOTSUP,
@@ -186,25 +187,13 @@ bool hearth_kvm_runs_stock_guests(void)
 	return hw;
 }
 
-int hearth_vm_create(struct hearth_engine *e, const struct hearth_vm_spec *spec,
-		     struct hearth_vm **out, char *err, size_t errlen)
+/* Allocates a VM with a fresh name and run directory. */
+static int vm_new(struct hearth_engine *e, struct hearth_vm **out, char *err, size_t errlen)
 {
-	struct hearth_vm *vm;
+	struct hearth_vm *vm = calloc(1, sizeof(*vm));
 	uuid_t u;
 	int rc;
 
-	*out = NULL;
-	if (!spec || !spec->initrd)
-		return hearth_engine_fail(err, errlen, EINVAL, "vm spec needs an initrd (image)");
-	if ((e->caps & HEARTH_ENGINE_CAP_BOOTS_KERNEL) && !spec->kernel)
-		return hearth_engine_fail(err, errlen, EINVAL, "vm spec needs a kernel");
-	if (spec->memory_mb && (spec->memory_mb < 32 || spec->memory_mb > 65536))
-		return hearth_engine_fail(err, errlen, EINVAL, "memory_mb %u is out of range 32..65536",
-					  spec->memory_mb);
-	if (spec->vcpus > 64)
-		return hearth_engine_fail(err, errlen, EINVAL, "vcpus %u is out of range 1..64",
-					  spec->vcpus);
-	vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return hearth_engine_fail(err, errlen, ENOMEM, "out of memory");
 	vm->engine = e;
@@ -221,12 +210,64 @@ int hearth_vm_create(struct hearth_engine *e, const struct hearth_vm_spec *spec,
 		free(vm);
 		return rc;
 	}
+	*out = vm;
+	return 0;
+}
+
+static void vm_discard(struct hearth_vm *vm)
+{
+	hearth_engine_rmtree(vm->dir);
+	free(vm->dir);
+	free(vm->console_log);
+	free(vm);
+}
+
+int hearth_vm_clone(struct hearth_engine *e, const char *mem_path, const char *state_path,
+		    struct hearth_vm **out, char *err, size_t errlen)
+{
+	struct hearth_vm *vm;
+	int rc;
+
+	*out = NULL;
+	if (!(e->caps & HEARTH_ENGINE_CAP_CLONE) || !e->ops->clone)
+		return hearth_engine_fail(err, errlen, ENOTSUP, "the %s engine cannot clone snapshots",
+					  e->ops->name);
+	rc = vm_new(e, &vm, err, errlen);
+	if (rc)
+		return rc;
+	rc = e->ops->clone(vm, mem_path, state_path, err, errlen);
+	if (rc < 0) {
+		vm_discard(vm);
+		return rc;
+	}
+	vm->state = HEARTH_VM_RUNNING;
+	*out = vm;
+	return 0;
+}
+
+int hearth_vm_create(struct hearth_engine *e, const struct hearth_vm_spec *spec,
+		     struct hearth_vm **out, char *err, size_t errlen)
+{
+	struct hearth_vm *vm;
+	int rc;
+
+	*out = NULL;
+	if (!spec || !spec->initrd)
+		return hearth_engine_fail(err, errlen, EINVAL, "vm spec needs an initrd (image)");
+	if ((e->caps & HEARTH_ENGINE_CAP_BOOTS_KERNEL) && !spec->kernel)
+		return hearth_engine_fail(err, errlen, EINVAL, "vm spec needs a kernel");
+	if (spec->memory_mb && (spec->memory_mb < 32 || spec->memory_mb > 65536))
+		return hearth_engine_fail(err, errlen, EINVAL, "memory_mb %u is out of range 32..65536",
+					  spec->memory_mb);
+	if (spec->vcpus > 64)
+		return hearth_engine_fail(err, errlen, EINVAL, "vcpus %u is out of range 1..64",
+					  spec->vcpus);
+	rc = vm_new(e, &vm, err, errlen);
+	if (rc)
+		return rc;
 	rc = e->ops->create(vm, spec, err, errlen);
 	if (rc < 0) {
-		hearth_engine_rmtree(vm->dir);
-		free(vm->dir);
-		free(vm->console_log);
-		free(vm);
+		vm_discard(vm);
 		return rc;
 	}
 	vm->state = HEARTH_VM_RUNNING;
@@ -285,6 +326,18 @@ int hearth_vm_resume(struct hearth_vm *vm, char *err, size_t errlen)
 	if (!rc)
 		vm->state = HEARTH_VM_RUNNING;
 	return rc;
+}
+
+int hearth_vm_snapshot(struct hearth_vm *vm, const char *mem_path, const char *state_path,
+		       char *err, size_t errlen)
+{
+	int rc = need(vm, HEARTH_ENGINE_CAP_CLONE, "snapshot", err, errlen);
+
+	if (rc)
+		return rc;
+	if (!vm->engine->ops->snapshot)
+		return hearth_engine_fail(err, errlen, ENOTSUP, "snapshot is not supported");
+	return vm->engine->ops->snapshot(vm, mem_path, state_path, err, errlen);
 }
 
 int hearth_vm_save(struct hearth_vm *vm, char *err, size_t errlen)

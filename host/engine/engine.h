@@ -95,6 +95,8 @@ struct hearth_engine_config {
 	bool allow_unisolated;
 	/* process engine: suppress the no-isolation warning on stderr (tests). */
 	bool quiet;
+	/* builtin engine: the hearth-vmm binary; NULL = "hearth-vmm" next to the caller. */
+	const char *vmm_bin;
 };
 
 struct hearth_vm_spec {
@@ -171,6 +173,18 @@ int hearth_vm_stats(struct hearth_vm *vm, struct hearth_vm_stats *st, char *err,
 /* Engine-given name ("hearth-<uuid>") and console log path (may be NULL). */
 const char *hearth_vm_name(const struct hearth_vm *vm);
 const char *hearth_vm_console_log(const struct hearth_vm *vm);
+
+/*
+ * Engines with HEARTH_ENGINE_CAP_CLONE (builtin): writes a snapshot of a
+ * running VM to mem_path + state_path (the VM keeps running), and starts a
+ * new VM from such a snapshot. Many VMs may be cloned from one snapshot at
+ * once; they share its memory file copy-on-write. A clone's agent connection
+ * is new: connect, then agent_reseed() before anything else.
+ */
+int hearth_vm_snapshot(struct hearth_vm *vm, const char *mem_path, const char *state_path,
+		       char *err, size_t errlen);
+int hearth_vm_clone(struct hearth_engine *e, const char *mem_path, const char *state_path,
+		    struct hearth_vm **out, char *err, size_t errlen);
 
 /*
  * Stops the VM if needed and removes everything it created. Frees vm even

@@ -27,6 +27,10 @@ struct hearth_engine_ops {
 	int (*save)(struct hearth_vm *vm, char *err, size_t errlen);
 	int (*restore)(struct hearth_vm *vm, char *err, size_t errlen);
 	int (*stats)(struct hearth_vm *vm, struct hearth_vm_stats *st, char *err, size_t errlen);
+	int (*snapshot)(struct hearth_vm *vm, const char *mem, const char *state, char *err,
+			size_t errlen);
+	int (*clone)(struct hearth_vm *vm, const char *mem, const char *state, char *err,
+		     size_t errlen);
 	/* Must release everything and free vm->priv even on failure. */
 	int (*destroy)(struct hearth_vm *vm, char *err, size_t errlen);
 };
@@ -54,6 +58,7 @@ struct hearth_vm {
 
 extern const struct hearth_engine_ops hearth_engine_libvirt_ops;
 extern const struct hearth_engine_ops hearth_engine_process_ops;
+extern const struct hearth_engine_ops hearth_engine_builtin_ops;
 
 /* printf into err (if not NULL) and return -errnum (errnum > 0). */
 int hearth_engine_fail(char *err, size_t errlen, int errnum, const char *fmt, ...)

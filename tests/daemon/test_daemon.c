@@ -4,6 +4,7 @@
  * Every case that feeds bad input also checks that hearthd kept working.
  */
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -598,6 +599,91 @@ static void test_libvirt_restore(void **state)
 			     0);
 }
 
+/* Is any hearth-vmm process using a path under dir? */
+static bool vmm_running_under(const char *dir)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	bool found = false;
+
+	while (d && !found && (de = readdir(d))) {
+		char path[300], buf[4096];
+		size_t n;
+		FILE *f;
+
+		if (atoi(de->d_name) <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		for (size_t i = 0; i < n; i++)
+			if (buf[i] == 0)
+				buf[i] = ' ';
+		buf[n] = 0;
+		found = strstr(buf, "hearth-vmm") && strstr(buf, dir);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+static void test_builtin_snapshot_restore(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "builtin", "--vmm", HEARTH_VMM_BIN,
+					    "--builtin-kernel", VSOCK_ECHO_ELF, "--keep-warm", "1",
+					    NULL };
+	struct resp r;
+	char *key;
+
+	/*
+	 * hearth-vmm on /dev/kvm with the vsock echo test guest standing in for
+	 * Linux (which cannot run on this PVM host): it speaks the agent protocol
+	 * (Hello, Reseed, Configure, Invoke as echo) over hybrid vsock.
+	 */
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "echo", EXAMPLES_DIR "/hello", NULL);
+	/* The first invocation boots; once idle, that VM snapshots itself. */
+	assert_int_equal(invoke(h, key, "echo", "first", NULL, &r), 200);
+	assert_memory_equal(r.body, "first", 5);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start-Path"), "boot");
+	resp_free(&r);
+	/* Keep-warm expires: the VM is destroyed (hearth-vmm cannot suspend to disk)... */
+	for (int i = 0; i < 100 && metric(h, "hearth_vms") != 0; i++)
+		usleep(100000);
+	assert_int_equal(metric(h, "hearth_vms"), 0);
+	/* ...and cold starts now restore clones of the snapshot, several at once. */
+	struct resp rs[3];
+	for (int i = 0; i < 3; i++) {
+		char ev[16];
+
+		snprintf(ev, sizeof(ev), "clone-%d", i);
+		assert_int_equal(invoke(h, key, "echo", ev, NULL, &rs[i]), 200);
+		assert_memory_equal(rs[i].body, ev, strlen(ev));
+		resp_free(&rs[i]);
+	}
+	for (int i = 0; i < 100 && metric(h, "hearth_vms") != 0; i++)
+		usleep(100000);
+	assert_int_equal(invoke(h, key, "echo", "again", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "true");
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start-Path"), "restore");
+	assert_non_null(hdr(&r, "X-Hearth-Restore-Ms"));
+	fprintf(stderr, "builtin: restore %s ms\n", hdr(&r, "X-Hearth-Restore-Ms"));
+	resp_free(&r);
+	/* Warm again right after. */
+	assert_int_equal(invoke(h, key, "echo", "warm", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "false");
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+	/* Every hearth-vmm of this hearthd is gone. */
+	assert_false(vmm_running_under(h->dir));
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -611,6 +697,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_kill9_async_resumes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_thousand_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libvirt_restore, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_builtin_snapshot_restore, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

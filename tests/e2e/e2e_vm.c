@@ -82,7 +82,9 @@ static void find_kernel(void)
 		;
 	CHECK(pclose(p) == 0, "the guest kernel is not built: run kernel-config/build");
 	dir[strcspn(dir, "\n")] = '\0';
-	snprintf(kernel_path, sizeof(kernel_path), "%s/bzImage", dir);
+	CHECK(strlen(dir) + sizeof("/bzImage") <= sizeof(kernel_path), "kernel dir too long: %s", dir);
+	memcpy(kernel_path, dir, strlen(dir));
+	memcpy(kernel_path + strlen(dir), "/bzImage", sizeof("/bzImage"));
 	CHECK(access(kernel_path, R_OK) == 0, "%s: %s", kernel_path, strerror(errno));
 }
 
