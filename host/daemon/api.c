@@ -636,13 +636,20 @@ static enum MHD_Result h_function(struct req *r, const struct principal *who, co
 			return send_error(c, 400, "InvalidParameter", "count must be 1..100");
 		if (store_version_get(a->store, who->tenant_id, name, 0, &v))
 			return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
+		struct sched_stats ss;
+		bool clones;
+
 		e = sched_engine_for(a->sched, v.engine);
+		clones = e && (hearth_engine_caps(e) & HEARTH_ENGINE_CAP_CLONE);
 		started = sched_prewarm(a->sched, &v, count > 0 ? (int)count : 1);
+		sched_stats(a->sched, v.id, &ss);
 		json_t *j = json_pack("{s:s,s:i,s:s,s:b,s:i,s:s}", "name", name, "version", v.version,
-				      "engine", e ? hearth_engine_name(e) : v.engine, "snapshot", 0,
-				      "started_vms", started, "note",
-				      "this engine cannot clone snapshots: prewarm boots warm VMs"
-				      " that serve the next invocations without a cold start");
+				      "engine", e ? hearth_engine_name(e) : v.engine, "snapshot",
+				      ss.snapshot, "started_vms", started, "note",
+				      clones ? "warm VMs start now; the first one snapshots itself once"
+					       " Ready and idle, and later cold starts restore it" :
+					       "this engine cannot clone snapshots: prewarm boots warm"
+					       " VMs that serve the next invocations without a cold start");
 		fn_version_free(&v);
 		return send_json(c, 202, j, NULL);
 	}
