@@ -14,9 +14,28 @@
 
 #include "log.h"
 
+/* One invocation record waiting for the group commit that makes it durable. */
+struct ledger_entry {
+	const struct inv_record *rec;
+	int rc;
+	bool done;
+	struct ledger_entry *next;
+};
+
 struct store {
 	sqlite3 *db;
 	pthread_mutex_t mu;
+	/* group commit of invocation records (see store_invocation_add) */
+	pthread_mutex_t lq_mu;
+	pthread_cond_t lq_cond;
+	struct ledger_entry *lq_head, *lq_tail;
+	bool lq_leader;
+	/* prepared statements of the hot paths, keyed by their (literal) SQL text */
+	struct {
+		const char *sql;
+		sqlite3_stmt *st;
+	} cache[32];
+	int ncache;
 };
 
 static const char *const schema =
@@ -79,6 +98,8 @@ int store_open(const char *path, struct store **out)
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->lq_mu, NULL);
+	pthread_cond_init(&s->lq_cond, NULL);
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 			    SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
 		hlog_error("store", "open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "no memory");
@@ -102,6 +123,8 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	for (int i = 0; i < s->ncache; i++)
+		sqlite3_finalize(s->cache[i].st);
 	sqlite3_close(s->db);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
@@ -112,17 +135,73 @@ void store_close(struct store *s)
  * (NULL allowed), b = blob (pointer, size_t length), n = NULL (no argument).
  * The caller holds s->mu.
  */
+static void bind_args(sqlite3_stmt *st, const char *fmt, va_list ap);
+
 static sqlite3_stmt *prep(struct store *s, const char *sql, const char *fmt, ...)
 {
 	sqlite3_stmt *st;
 	va_list ap;
-	int i = 1;
 
 	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
 		hlog_error("store", "prepare: %s (%s)", sqlite3_errmsg(s->db), sql);
 		return NULL;
 	}
 	va_start(ap, fmt);
+	bind_args(st, fmt, ap);
+	va_end(ap);
+	return st;
+}
+
+/*
+ * Like prep(), for hot paths: the statement is prepared once and kept (sql
+ * must be a string literal: the cache is keyed by its address). Release it
+ * with done(), never sqlite3_finalize().
+ */
+static sqlite3_stmt *prepc(struct store *s, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st = NULL;
+	va_list ap;
+	int i;
+
+	for (i = 0; i < s->ncache; i++)
+		if (s->cache[i].sql == sql) {
+			st = s->cache[i].st;
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			break;
+		}
+	if (!st) {
+		if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
+		    SQLITE_OK) {
+			hlog_error("store", "prepare: %s (%s)", sqlite3_errmsg(s->db), sql);
+			return NULL;
+		}
+		if (s->ncache < (int)(sizeof(s->cache) / sizeof(s->cache[0]))) {
+			s->cache[s->ncache].sql = sql;
+			s->cache[s->ncache++].st = st;
+		}
+	}
+	va_start(ap, fmt);
+	bind_args(st, fmt, ap);
+	va_end(ap);
+	return st;
+}
+
+/* Finishes with a statement from prep() or prepc(). */
+static void done(struct store *s, sqlite3_stmt *st)
+{
+	for (int i = 0; i < s->ncache; i++)
+		if (s->cache[i].st == st) {
+			sqlite3_reset(st);
+			return;
+		}
+	sqlite3_finalize(st);
+}
+
+static void bind_args(sqlite3_stmt *st, const char *fmt, va_list ap)
+{
+	int i = 1;
+
 	for (const char *f = fmt; f && *f; f++, i++) {
 		if (*f == 'i') {
 			sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
@@ -142,8 +221,6 @@ static sqlite3_stmt *prep(struct store *s, const char *sql, const char *fmt, ...
 			sqlite3_bind_blob64(st, i, p ? p : "", n, SQLITE_TRANSIENT);
 		}
 	}
-	va_end(ap);
-	return st;
 }
 
 /* Runs a statement that returns no rows; maps constraint failures to -EEXIST. */
@@ -154,7 +231,7 @@ static int run(struct store *s, sqlite3_stmt *st)
 	if (!st)
 		return -EIO;
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	done(s, st);
 	if (rc == SQLITE_DONE)
 		return 0;
 	if (rc == SQLITE_CONSTRAINT)
@@ -303,15 +380,16 @@ int store_key_get(struct store *s, const char *key_id, uint8_t *hash, int64_t *t
 	int rc = -ENOENT;
 
 	lock(s);
-	st = prep(s, "SELECT k.hash, IFNULL(k.tenant_id, 0), IFNULL(t.name, '') FROM api_keys k "
-		     "LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.key_id = ?", "t", key_id);
+	st = prepc(s, "SELECT k.hash, IFNULL(k.tenant_id, 0), IFNULL(t.name, '') FROM api_keys k "
+		      "LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.key_id = ?", "t", key_id);
 	if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
 		memcpy(hash, sqlite3_column_blob(st, 0), 32);
 		*tenant_id = sqlite3_column_int64(st, 1);
 		copy_col(st, 2, tenant_name, namelen);
 		rc = 0;
 	}
-	sqlite3_finalize(st);
+	if (st)
+		done(s, st);
 	unlock(s);
 	return rc;
 }
@@ -409,7 +487,7 @@ out:
 	" v.handler, v.args, v.env, v.init, v.memory_mb, v.timeout_ms, v.engine,"            \
 	" v.package_bytes, f.provisioned FROM versions v JOIN functions f ON f.id = v.function_id"
 
-static int fetch_version(sqlite3_stmt *st, struct fn_version *v)
+static int fetch_version(struct store *s, sqlite3_stmt *st, struct fn_version *v)
 {
 	int rc = -ENOENT;
 
@@ -433,7 +511,8 @@ static int fetch_version(sqlite3_stmt *st, struct fn_version *v)
 		v->provisioned = sqlite3_column_int(st, 15);
 		rc = 0;
 	}
-	sqlite3_finalize(st);
+	if (st)
+		done(s, st);
 	return rc;
 }
 
@@ -444,11 +523,13 @@ int store_version_get(struct store *s, int64_t tenant_id, const char *name, int 
 
 	lock(s);
 	if (version > 0)
-		rc = fetch_version(prep(s, "SELECT " VERSION_COLS " WHERE f.tenant_id = ? AND f.name = ?"
-					   " AND v.version = ?", "iti", tenant_id, name, (int64_t)version), v);
+		rc = fetch_version(s, prepc(s, "SELECT " VERSION_COLS " WHERE f.tenant_id = ? AND"
+					       " f.name = ? AND v.version = ?", "iti", tenant_id, name,
+					       (int64_t)version), v);
 	else
-		rc = fetch_version(prep(s, "SELECT " VERSION_COLS " WHERE f.tenant_id = ? AND f.name = ?"
-					   " AND v.version = f.latest", "it", tenant_id, name), v);
+		rc = fetch_version(s, prepc(s, "SELECT " VERSION_COLS " WHERE f.tenant_id = ? AND"
+					       " f.name = ? AND v.version = f.latest", "it", tenant_id,
+					       name), v);
 	unlock(s);
 	return rc;
 }
@@ -458,7 +539,7 @@ int store_version_by_id(struct store *s, int64_t version_id, struct fn_version *
 	int rc;
 
 	lock(s);
-	rc = fetch_version(prep(s, "SELECT " VERSION_COLS " WHERE v.id = ?", "i", version_id), v);
+	rc = fetch_version(s, prepc(s, "SELECT " VERSION_COLS " WHERE v.id = ?", "i", version_id), v);
 	unlock(s);
 	return rc;
 }
@@ -595,7 +676,7 @@ int store_function_count(struct store *s, int64_t tenant_id, int64_t *n)
 
 static int invocation_insert(struct store *s, const struct inv_record *r)
 {
-	int rc = run(s, prep(s, "INSERT INTO invocations(request_id, attempt, tenant_id, version_id, function,"
+	int rc = run(s, prepc(s, "INSERT INTO invocations(request_id, attempt, tenant_id, version_id, function,"
 			    " version, kind, start_us, end_us, duration_us, billed_ms, memory_mb,"
 			    " max_rss_kb, cold, init_ms, boot_ms, status, error, logs, mb_ms)"
 			    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", "tiiitit" "iiiiiiiii" "ttbi",
@@ -608,7 +689,7 @@ static int invocation_insert(struct store *s, const struct inv_record *r)
 	if (rc)
 		return rc;
 	/* The hourly aggregate moves in the same transaction: sums always match. */
-	return run(s, prep(s, "INSERT INTO usage_hourly(tenant_id, function, hour, invocations, errors,"
+	return run(s, prepc(s, "INSERT INTO usage_hourly(tenant_id, function, hour, invocations, errors,"
 			      " cold_starts, duration_us, billed_ms, mb_ms) VALUES(?,?,?,1,?,?,?,?,?)"
 			      " ON CONFLICT(tenant_id, function, hour) DO UPDATE SET"
 			      " invocations = invocations + 1, errors = errors + excluded.errors,"
@@ -620,19 +701,67 @@ static int invocation_insert(struct store *s, const struct inv_record *r)
 			   (int64_t)r->duration_us, (int64_t)r->billed_ms, (int64_t)r->mb_ms));
 }
 
+/*
+ * Group commit: every caller queues its record and waits. Whoever finds no
+ * commit in progress becomes the leader: it takes every queued record, writes
+ * them in ONE transaction (a savepoint each, so one bad record fails alone),
+ * commits, and wakes the others. Under load many records share one commit;
+ * alone, a record commits at once. Either way a caller returns only after its
+ * record is committed.
+ */
 int store_invocation_add(struct store *s, const struct inv_record *r)
 {
-	int rc;
+	struct ledger_entry me = { .rec = r };
 
-	lock(s);
-	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+	pthread_mutex_lock(&s->lq_mu);
+	if (s->lq_tail)
+		s->lq_tail->next = &me;
+	else
+		s->lq_head = &me;
+	s->lq_tail = &me;
+	while (!me.done) {
+		struct ledger_entry *batch;
+		int rc;
+
+		if (s->lq_leader) {
+			pthread_cond_wait(&s->lq_cond, &s->lq_mu);
+			continue;
+		}
+		s->lq_leader = true;
+		batch = s->lq_head;
+		s->lq_head = s->lq_tail = NULL;
+		pthread_mutex_unlock(&s->lq_mu);
+
+		lock(s);
+		rc = run(s, prepc(s, "BEGIN IMMEDIATE", NULL));
+		for (struct ledger_entry *e = batch; e; e = e->next) {
+			if (rc) {
+				e->rc = rc;
+				continue;
+			}
+			run(s, prepc(s, "SAVEPOINT rec", NULL));
+			e->rc = invocation_insert(s, e->rec);
+			if (e->rc)
+				sqlite3_exec(s->db, "ROLLBACK TO rec", NULL, NULL, NULL);
+			run(s, prepc(s, "RELEASE rec", NULL));
+		}
+		if (rc == 0 && run(s, prepc(s, "COMMIT", NULL)) != 0) {
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+			for (struct ledger_entry *e = batch; e; e = e->next)
+				e->rc = -EIO;
+		}
 		unlock(s);
-		return -EIO;
+
+		pthread_mutex_lock(&s->lq_mu);
+		for (struct ledger_entry *e = batch, *n; e; e = n) {
+			n = e->next; /* e may be freed by its owner once done is seen */
+			e->done = true;
+		}
+		s->lq_leader = false;
+		pthread_cond_broadcast(&s->lq_cond);
 	}
-	rc = invocation_insert(s, r);
-	sqlite3_exec(s->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
-	unlock(s);
-	return rc;
+	pthread_mutex_unlock(&s->lq_mu);
+	return me.rc;
 }
 
 int store_async_complete(struct store *s, const struct inv_record *r, enum async_action action,
