@@ -77,11 +77,15 @@ struct vm {
 	int stop_efd;      /* eventfd, readable once the VM has stopped */
 };
 
-/* Opens /dev/kvm, creates the VM with the in-kernel irqchip (PIC, IOAPIC, LAPIC) and PIT. */
+/* Opens /dev/kvm and creates the VM. */
 void vm_open(struct vm *vm, unsigned nvcpus);
 /* Registers vm->mem as memory slot 0 at guest-physical 0. */
 void vm_map_memory(struct vm *vm);
-/* Creates the vCPUs with filtered CPUID (x86_64/cpuid.h). */
+/*
+ * Creates the in-kernel irqchip (PIC, IOAPIC, LAPIC) and PIT, then the vCPUs
+ * with filtered CPUID (x86_64/cpuid.h). After vm_map_memory(): a memslot
+ * added once the irqchip exists costs a long kernel wait.
+ */
 void vm_create_vcpus(struct vm *vm);
 /* Starts one thread per vCPU. */
 void vm_start(struct vm *vm);
