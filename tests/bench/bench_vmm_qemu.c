@@ -1,0 +1,383 @@
+/*
+ * bench_vmm_qemu.c - QEMU's snapshot restore, the reference hearth-vmm is
+ * measured against: a migration stream of the same guest with the same RAM
+ * size, written once through QMP `migrate`, loaded by a fresh QEMU with
+ * `-incoming "exec:cat FILE"`. "Running" is QMP query-status saying so
+ * (QEMU has no vhost-vsock here, so there is no vsock reply to wait for, and
+ * the guest idles in hlt without console output once restored).
+ * QMP replies are JSON lines, parsed with jansson.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench_vmm.h"
+#include "harness.h"
+
+#define BOOT_TIMEOUT_MS 15000
+#define QMP_TIMEOUT_MS 15000
+
+struct qmp {
+	int fd;
+	char buf[65536];
+	size_t len;
+};
+
+static void seterr(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+}
+
+/* Connects to the QMP socket as soon as QEMU has created it (polling every 100 us). */
+static int qmp_connect(struct qmp *q, const char *path, pid_t pid, long long deadline)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	q->len = 0;
+	while (now_us() < deadline) {
+		q->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (q->fd < 0)
+			return -1;
+		if (connect(q->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return 0;
+		close(q->fd);
+		q->fd = -1;
+		if (bv_exited(pid))
+			return -1;
+		usleep(100);
+	}
+	return -1;
+}
+
+/* The next JSON line from QEMU, parsed; NULL on timeout, EOF or bad JSON. */
+static json_t *qmp_read(struct qmp *q, long long deadline)
+{
+	for (;;) {
+		char *nl = memchr(q->buf, '\n', q->len);
+		if (nl) {
+			size_t n = (size_t)(nl - q->buf) + 1;
+			json_t *j = json_loadb(q->buf, n, 0, NULL);
+			memmove(q->buf, q->buf + n, q->len - n);
+			q->len -= n;
+			return j;
+		}
+		if (q->len == sizeof(q->buf))
+			return NULL;
+		struct pollfd p = { .fd = q->fd, .events = POLLIN };
+		long long left = (deadline - now_us()) / 1000;
+		if (left < 0 || poll(&p, 1, (int)left) <= 0)
+			return NULL;
+		ssize_t k = read(q->fd, q->buf + q->len, sizeof(q->buf) - q->len);
+		if (k <= 0)
+			return NULL;
+		q->len += (size_t)k;
+	}
+}
+
+/* Sends one command; returns its "return" member (a new reference), skipping events. */
+static json_t *qmp_cmd(struct qmp *q, const char *cmd, long long deadline, char *err, size_t errlen)
+{
+	size_t n = strlen(cmd);
+	if (write(q->fd, cmd, n) != (ssize_t)n) {
+		seterr(err, errlen, "QMP write failed: %s", strerror(errno));
+		return NULL;
+	}
+	for (;;) {
+		json_t *j = qmp_read(q, deadline);
+		if (!j) {
+			seterr(err, errlen, "no QMP answer to %.60s", cmd);
+			return NULL;
+		}
+		json_t *r = json_object_get(j, "return");
+		if (r) {
+			json_incref(r);
+			json_decref(j);
+			return r;
+		}
+		json_t *e = json_object_get(j, "error");
+		if (e) {
+			seterr(err, errlen, "QMP refused %.60s: %s", cmd,
+			       json_string_value(json_object_get(e, "desc")) ?: "?");
+			json_decref(j);
+			return NULL;
+		}
+		json_decref(j); /* an event */
+	}
+}
+
+static int qmp_open(struct qmp *q, const char *path, pid_t pid, long long deadline, char *err,
+		    size_t errlen)
+{
+	if (qmp_connect(q, path, pid, deadline) < 0) {
+		seterr(err, errlen, "QEMU exited or QMP socket %s never came up", path);
+		return -1;
+	}
+	json_t *greeting = qmp_read(q, deadline);
+	if (!greeting || !json_object_get(greeting, "QMP")) {
+		json_decref(greeting);
+		seterr(err, errlen, "no QMP greeting");
+		return -1;
+	}
+	json_decref(greeting);
+	json_t *r = qmp_cmd(q, "{\"execute\":\"qmp_capabilities\"}\n", deadline, err, errlen);
+	if (!r)
+		return -1;
+	json_decref(r);
+	return 0;
+}
+
+static void qmp_close(struct qmp *q)
+{
+	if (q->fd >= 0)
+		close(q->fd);
+	q->fd = -1;
+}
+
+/* Starts QEMU; incoming NULL boots the guest, else loads that migration file. */
+static pid_t qemu_start(struct bv_qemu *q, const char *accel, const char *qmp_path,
+			const char *console, const char *incoming)
+{
+	char mem[16], chardev[400], qmp[400], inc[400];
+	snprintf(mem, sizeof(mem), "%d", q->mem_mib);
+	snprintf(chardev, sizeof(chardev), "file,id=c0,path=%s", console);
+	snprintf(qmp, sizeof(qmp), "unix:%s,server=on,wait=off", qmp_path);
+	const char *av[40];
+	int n = 0;
+	av[n++] = q->bin;
+	av[n++] = "-M";
+	av[n++] = "microvm,rtc=off,pic=off,pit=off,isa-serial=on";
+	av[n++] = "-accel";
+	av[n++] = accel;
+	av[n++] = "-cpu";
+	av[n++] = "qemu64";
+	av[n++] = "-m";
+	av[n++] = mem;
+	av[n++] = "-nodefaults";
+	av[n++] = "-no-user-config";
+	av[n++] = "-nographic";
+	av[n++] = "-display";
+	av[n++] = "none";
+	av[n++] = "-chardev";
+	av[n++] = chardev;
+	av[n++] = "-serial";
+	av[n++] = "chardev:c0";
+	av[n++] = "-kernel";
+	av[n++] = q->guest;
+	av[n++] = "-qmp";
+	av[n++] = qmp;
+	if (incoming) {
+		snprintf(inc, sizeof(inc), "exec:cat %s", incoming);
+		av[n++] = "-incoming";
+		av[n++] = inc;
+	}
+	av[n] = NULL;
+	char errlog[400];
+	snprintf(errlog, sizeof(errlog), "%s/qemu.stderr", q->dir);
+	return bv_spawn(av, -1, -1, errlog);
+}
+
+/* The last line QEMU wrote to stderr (warnings about the CPU model are expected). */
+static void qemu_last_error(struct bv_qemu *q, char *out, size_t len)
+{
+	char p[400];
+	snprintf(p, sizeof(p), "%s/qemu.stderr", q->dir);
+	char *s = slurp(p, NULL);
+	size_t n = strlen(s);
+	while (n && s[n - 1] == '\n')
+		s[--n] = 0;
+	char *last = strrchr(s, '\n');
+	snprintf(out, len, "%s", last ? last + 1 : s[0] ? s : "(nothing on stderr)");
+	free(s);
+}
+
+static int file_nonempty(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0 && st.st_size > 0;
+}
+
+/* Boots, waits for the console, migrates to q->mig. Returns 0 or -1. */
+static int make_snapshot(struct bv_qemu *q, const char *accel, char *err, size_t errlen)
+{
+	char qmp_path[400], console[400], cmd[900];
+	snprintf(qmp_path, sizeof(qmp_path), "%s/boot.qmp", q->dir);
+	snprintf(console, sizeof(console), "%s/boot.console", q->dir);
+	unlink(qmp_path);
+	unlink(console);
+	unlink(q->mig);
+	pid_t pid = qemu_start(q, accel, qmp_path, console, NULL);
+	if (pid < 0) {
+		seterr(err, errlen, "fork failed");
+		return -1;
+	}
+	struct qmp m = { .fd = -1 };
+	int rc = -1;
+	long long deadline = now_us() + BOOT_TIMEOUT_MS * 1000LL;
+	while (!file_nonempty(console)) {
+		if (bv_exited(pid) || now_us() > deadline) {
+			char last[200];
+			qemu_last_error(q, last, sizeof(last));
+			seterr(err, errlen, "the guest printed nothing under -accel %s: %s", accel, last);
+			pid = -1;
+			goto out;
+		}
+		usleep(1000);
+	}
+	usleep(100 * 1000); /* let the guest reach its idle hlt */
+	if (qmp_open(&m, qmp_path, pid, deadline, err, errlen) < 0)
+		goto out;
+	/* Live (not stopped first): the destination then starts running on its own. */
+	snprintf(cmd, sizeof(cmd),
+		 "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"exec:cat > %s\"}}\n", q->mig);
+	json_t *r = qmp_cmd(&m, cmd, deadline, err, errlen);
+	if (!r)
+		goto out;
+	json_decref(r);
+	for (;;) {
+		r = qmp_cmd(&m, "{\"execute\":\"query-migrate\"}\n", deadline, err, errlen);
+		if (!r)
+			goto out;
+		const char *st = json_string_value(json_object_get(r, "status"));
+		int done = st && !strcmp(st, "completed"), failed = !st || !strcmp(st, "failed");
+		char stcopy[64];
+		snprintf(stcopy, sizeof(stcopy), "%s", st ? st : "(none)");
+		json_decref(r);
+		if (done)
+			break;
+		if (failed || now_us() > deadline) {
+			seterr(err, errlen, "migration to %s did not complete: %s", q->mig, stcopy);
+			goto out;
+		}
+		usleep(2000);
+	}
+	rc = 0;
+out:
+	qmp_close(&m);
+	if (pid > 0)
+		bv_stop(pid, SIGTERM, 5000);
+	return rc;
+}
+
+long long bv_qemu_restore(struct bv_qemu *q, int settle_ms, struct bv_mem mem[2], char *err,
+			  size_t errlen)
+{
+	char qmp_path[400], console[400];
+	snprintf(qmp_path, sizeof(qmp_path), "%s/restore.qmp", q->dir);
+	snprintf(console, sizeof(console), "%s/restore.console", q->dir);
+	unlink(qmp_path);
+	struct qmp m = { .fd = -1 };
+	long long t0 = now_us(), t = -1;
+	pid_t pid = qemu_start(q, q->accel, qmp_path, console, q->mig);
+	if (pid < 0) {
+		seterr(err, errlen, "fork failed");
+		return -1;
+	}
+	long long deadline = t0 + QMP_TIMEOUT_MS * 1000LL;
+	if (qmp_open(&m, qmp_path, pid, deadline, err, errlen) < 0)
+		goto out;
+	for (;;) {
+		json_t *r = qmp_cmd(&m, "{\"execute\":\"query-status\"}\n", deadline, err, errlen);
+		if (!r)
+			goto out;
+		const char *st = json_string_value(json_object_get(r, "status"));
+		int running = st && !strcmp(st, "running");
+		char stcopy[64];
+		snprintf(stcopy, sizeof(stcopy), "%s", st ? st : "(none)");
+		json_decref(r);
+		if (running) {
+			t = now_us() - t0;
+			break;
+		}
+		/* "inmigrate" while loading; anything else means the restore went wrong. */
+		if (strcmp(stcopy, "inmigrate") || now_us() > deadline) {
+			char last[200];
+			qemu_last_error(q, last, sizeof(last));
+			seterr(err, errlen, "QEMU restore ended in state '%s': %s", stcopy, last);
+			goto out;
+		}
+		usleep(100);
+	}
+	if (mem) {
+		usleep((useconds_t)settle_ms * 1000);
+		if (bv_mem_rollup(pid, &mem[0]) < 0 ||
+		    bv_mem_mapping(pid, NULL, (long long)q->mem_mib * 1024, &mem[1]) != 1) {
+			seterr(err, errlen, "QEMU's guest RAM mapping (anonymous, %d MiB) not found in smaps",
+			       q->mem_mib);
+			t = -1;
+		}
+	}
+out:
+	qmp_close(&m);
+	bv_stop(pid, SIGKILL, 5000);
+	return t;
+}
+
+int bv_qemu_prepare(struct bv_qemu *q, char *err, size_t errlen)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	snprintf(q->dir, sizeof(q->dir), "%s/bench-vmm-qemu-XXXXXX", tmp);
+	if (!mkdtemp(q->dir)) {
+		q->dir[0] = 0;
+		seterr(err, errlen, "mkdtemp: %s", strerror(errno));
+		return -1;
+	}
+	snprintf(q->mig, sizeof(q->mig), "%s/snapshot.mig", q->dir);
+	if (access(q->bin, X_OK) < 0) {
+		seterr(err, errlen, "%s: %s", q->bin, strerror(errno));
+		return -1;
+	}
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "%s -version", q->bin);
+	FILE *f = popen(cmd, "r");
+	q->version[0] = 0;
+	if (f) {
+		if (fgets(q->version, sizeof(q->version), f))
+			q->version[strcspn(q->version, "\n")] = 0;
+		pclose(f);
+	}
+	static const char *const accels[] = { "kvm", "tcg" };
+	char e[512] = "";
+	for (int i = 0; i < 2; i++) {
+		q->accel = accels[i];
+		if (make_snapshot(q, q->accel, e, sizeof(e)) == 0 &&
+		    bv_qemu_restore(q, 0, NULL, e, sizeof(e)) >= 0)
+			return 0;
+		if (i == 0)
+			snprintf(q->why_not_kvm, sizeof(q->why_not_kvm), "%s", e);
+	}
+	seterr(err, errlen, "QEMU snapshot/restore failed under kvm (%s) and tcg (%s)", q->why_not_kvm,
+	       e);
+	return -1;
+}
+
+void bv_qemu_cleanup(struct bv_qemu *q)
+{
+	static const char *const files[] = { "snapshot.mig", "boot.qmp", "boot.console",
+					     "restore.qmp", "restore.console", "qemu.stderr" };
+	if (!q->dir[0])
+		return;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char p[400];
+		snprintf(p, sizeof(p), "%s/%s", q->dir, files[i]);
+		unlink(p);
+	}
+	rmdir(q->dir);
+	q->dir[0] = 0;
+}
