@@ -18,7 +18,7 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
 	{"status", cmd_status, "check that hearthd answers and which key this is"},
-	{"tenant", cmd_tenant, "create, list or delete tenants (admin)"},
+	{"tenant", cmd_tenant, "create, list or delete tenants; show or set their limits (admin)"},
 	{"key", cmd_key, "create, list or revoke a tenant's API keys (admin)"},
 	{"deploy", cmd_deploy, "upload a function package (directory or .tar.gz) as a new version"},
 	{"list", cmd_function, "list the tenant's functions"},
@@ -28,6 +28,7 @@ static const struct subcommand subcommands[] = {
 	{"event", cmd_event, "show or follow an async event"},
 	{"logs", cmd_logs, "recent invocations with their logs and REPORT lines"},
 	{"dead-letters", cmd_dead_letters, "async events that failed for good"},
+	{"usage", cmd_usage, "metered usage (invocations, GB-s) by hour, function or tenant"},
 	{"config", cmd_function, "set a function's provisioned (always warm) VM count"},
 	{"prewarm", cmd_function, "start warm VMs of a function now"},
 	{"build", cmd_build, "turn a function package into a guest initramfs image (local)"},

@@ -12,7 +12,7 @@
 #define HEARTH_HEARTHCTL_H
 
 int cmd_build(int argc, char **argv);        /* cmd_build.c */
-int cmd_tenant(int argc, char **argv);       /* cmd_tenant.c: tenant create|list|delete */
+int cmd_tenant(int argc, char **argv);       /* cmd_tenant.c: tenant create|list|delete|set|limits */
 int cmd_key(int argc, char **argv);          /* cmd_tenant.c: key create|list|delete */
 int cmd_deploy(int argc, char **argv);       /* cmd_deploy.c */
 int cmd_function(int argc, char **argv);     /* cmd_function.c: list, get, delete, config, prewarm */
@@ -21,5 +21,6 @@ int cmd_event(int argc, char **argv);        /* cmd_invoke.c */
 int cmd_logs(int argc, char **argv);         /* cmd_invoke.c */
 int cmd_dead_letters(int argc, char **argv); /* cmd_invoke.c */
 int cmd_status(int argc, char **argv);       /* cmd_status.c */
+int cmd_usage(int argc, char **argv);        /* cmd_usage.c */
 
 #endif
