@@ -34,7 +34,8 @@ static void tenant_usage(FILE *f)
 		"  --budget-gb-s N        GB-seconds per calendar month (UTC); 1 GB-s = 1,024,000 MB-ms\n"
 		"  --budget-mb-ms N       the same budget in MB-milliseconds (exclusive with --budget-gb-s)\n"
 		"An invocation over a limit is refused (exit 3) with the reason and a Retry-After:\n"
-		"TenantConcurrencyLimitExceeded, RateLimitExceeded, MemoryQuotaExceeded, BudgetExceeded.\n"
+		"TenantConcurrencyLimitExceeded, RateLimitExceeded, MemoryQuotaExceeded, BudgetExceeded\n"
+		"(or HostCapacityExceeded when the host itself is full).\n"
 		"Needs the admin key. The API key is shown once: hearthd keeps only its hash.\n");
 	hctl_usage_globals(f);
 }
