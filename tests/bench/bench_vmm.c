@@ -3,27 +3,32 @@
  * side by side in one run on this machine.
  *
  *  1. hearth-vmm restore latency, process start (just before fork) ->
- *     a. the restored vCPU running guest code: the echo guest's first UART
+ *     a. its "vCPUs started" line on stderr (vCPU threads entering KVM_RUN
+ *        with the restored state; QEMU's "running" is the same point);
+ *     b. the restored vCPU having run guest code: the echo guest's first UART
  *        byte after the restore (it prints when the vsock transport-reset
- *        event wakes it), read from a pipe given as --console fd:3;
- *     b. the echo guest's first vsock reply: hybrid-vsock CONNECT 52 +
+ *        event wakes it) - the figure held against the target and QEMU;
+ *     c. the echo guest's first vsock reply: hybrid-vsock CONNECT 52 +
  *        Hello answered;
- *     with hearth-vmm's own account (main() -> vCPU threads started) and the
- *     same with the memory file's SHA-256 verified.
+ *     console and stderr are pipes, so each moment is seen without polling
+ *     files; with hearth-vmm's own breakdown, and again with the memory
+ *     file's SHA-256 verified.
  *  2. QEMU restoring a migration stream of the same guest and RAM size with
  *     -incoming "exec:cat FILE", process start -> QMP query-status "running"
  *     (-accel kvm -cpu qemu64, TCG if KVM does not work; no vhost-vsock here,
- *     so no vsock reply to wait for).
- *  3. VMM memory overhead per VM: RSS and PSS (smaps_rollup) minus those of
- *     the guest RAM mapping (the pages of guest memory actually touched).
- *  4. 50 concurrent clones of one snapshot: restores per second until all 50
- *     answered Hello, and the memory they share.
- *  + the raw KVM ioctl costs of this host (the floor under 1a), and a cold
- *    boot of the same guest for reference.
+ *     so no vsock reply to wait for, and the guest idles in hlt silently).
+ *  3. VMM memory overhead per VM: RSS, PSS and private (USS) of the process
+ *     minus those of the guest RAM mapping (the guest pages touched), for
+ *     hearth-vmm and QEMU.
+ *  4. N (50) concurrent clones of one snapshot: restores per second until
+ *     all answered Hello, and the memory they share.
+ *  + the raw KVM ioctl costs of this host in hearth-vmm's order (and the
+ *    slow order it avoids), and a cold boot of the same guest for reference.
  * p50/p99 over `runs` runs (default 20). Prints `restore ratio vs qemu: <N>x`.
  *
  * usage: bench_vmm [runs [clones [rounds]]]   (defaults 20 50 3)
- *   env QEMU=/path/to/qemu-system-x86_64
+ *   env QEMU=/path/to/qemu-system-x86_64, QEMU_ACCEL=tcg (skip KVM for QEMU),
+ *       HEARTH_VMM=/path/to/hearth-vmm, HEARTH_KEEP_TMP=1 (keep the temp dirs)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -716,7 +721,7 @@ static void summary(const struct bv_qemu *qr, int nclones)
 	       "hearth-vmm adds it first)\n",
 	       (kvm_p50[BV_KVM_MEMSLOT_LATE] - kvm_p50[BV_KVM_MEMSLOT]) / 1000.0);
 	printf("  QEMU: %s, -accel %s -cpu qemu64%s%s%s\n", qr->version, qr->accel,
-	       qr->why_not_kvm[0] ? " (KVM did not work: " : "", qr->why_not_kvm,
+	       qr->why_not_kvm[0] ? " (KVM not used: " : "", qr->why_not_kvm,
 	       qr->why_not_kvm[0] ? ")" : "");
 	printf("restore ratio vs qemu: %.1fx\n", ratio);
 }
@@ -758,7 +763,7 @@ int main(int argc, char **argv)
 	if (bv_qemu_prepare(&qemu_ref, err, sizeof(err)) < 0)
 		die("QEMU reference unavailable: %s", err);
 	printf("QEMU: %s, accelerator: -accel %s -cpu qemu64%s%s\n", qemu_ref.version, qemu_ref.accel,
-	       qemu_ref.why_not_kvm[0] ? "; KVM did not work: " : " (KVM worked)", qemu_ref.why_not_kvm);
+	       qemu_ref.why_not_kvm[0] ? "; KVM not used: " : " (KVM worked)", qemu_ref.why_not_kvm);
 	snprintf(ctx_line, sizeof(ctx_line), "%s; KVM %s; QEMU -accel %s", machine,
 		 access("/sys/module/kvm_pvm", F_OK) == 0 ? "PVM" : "hardware", qemu_ref.accel);
 

@@ -52,7 +52,12 @@ static void on_fatal_signal(int sig)
 {
 	bv_kill_all(); /* kill() and waitpid() are async-signal-safe */
 	signal(sig, SIG_DFL);
-	raise(sig);
+	/*
+	 * exit() is not async-signal-safe, but it runs the atexit clean-up that
+	 * removes the temp dirs (a 32 MiB memory file among them); a second
+	 * signal still ends the process the default way.
+	 */
+	exit(128 + sig);
 }
 
 void bv_proc_init(void)

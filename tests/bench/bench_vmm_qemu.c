@@ -354,7 +354,12 @@ int bv_qemu_prepare(struct bv_qemu *q, char *err, size_t errlen)
 	}
 	static const char *const accels[] = { "kvm", "tcg" };
 	char e[512] = "";
-	for (int i = 0; i < 2; i++) {
+	/* QEMU_ACCEL=tcg skips KVM (to exercise the fallback, or to compare against TCG). */
+	const char *force = getenv("QEMU_ACCEL");
+	int first = force && !strcmp(force, "tcg");
+	if (first)
+		snprintf(q->why_not_kvm, sizeof(q->why_not_kvm), "not tried: QEMU_ACCEL=tcg");
+	for (int i = first; i < 2; i++) {
 		q->accel = accels[i];
 		if (make_snapshot(q, q->accel, e, sizeof(e)) == 0 &&
 		    bv_qemu_restore(q, 0, NULL, e, sizeof(e)) >= 0)
