@@ -244,7 +244,8 @@ static void sync_done(struct invocation *inv)
 
 	/* The record is committed before the response can go out. */
 	api_record_invocation(r->api->store, inv, "sync", 1, NULL);
-	quota_release(r->api->cfg.quota, inv->ver.tenant_id, inv->ver.memory_mb, mb_ms);
+	quota_release(r->api->cfg.quota, inv->ver.tenant_id, inv->ver.function_id,
+		      inv->ver.memory_mb, mb_ms);
 	__atomic_store_n(&r->inv_done, 1, __ATOMIC_RELEASE);
 	MHD_resume_connection(r->conn);
 }
@@ -381,8 +382,8 @@ static enum MHD_Result h_invoke(struct req *r, const struct principal *who, cons
 	}
 	{
 		int retry = 0;
-		enum quota_reason why = quota_admit(a->cfg.quota, who->tenant_id, inv->ver.memory_mb,
-						    &retry);
+		enum quota_reason why = quota_admit(a->cfg.quota, who->tenant_id, inv->ver.function_id,
+						    inv->ver.memory_mb, &retry);
 
 		if (why != QUOTA_OK) {
 			char ra[16];
@@ -573,6 +574,79 @@ out:
 	return rc;
 }
 
+/*
+ * PUT /v1/functions/{f}/config {"provisioned": N, "reserved": N}: either or
+ * both. A reservation must fit in the tenant's concurrency (with the other
+ * reservations) and in the host's capacity minus the unreserved floor;
+ * provisioned VMs count against the tenant's concurrency (and the
+ * reservation, if any) and its memory.
+ */
+static enum MHD_Result h_config(struct req *r, const struct principal *who, const char *name)
+{
+	struct api *a = r->api;
+	struct MHD_Connection *c = r->conn;
+	json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+	json_t *jp = json_object_get(j, "provisioned"), *jr = json_object_get(j, "reserved");
+	json_int_t prov = json_integer_value(jp), res = json_integer_value(jr);
+	bool has_p = jp != NULL, has_r = jr != NULL;
+	bool bad = !json_is_object(j) || (!has_p && !has_r) || (has_p && !json_is_integer(jp)) ||
+		   (has_r && !json_is_integer(jr)) || prov < 0 || prov > 1000 || res < 0;
+	struct tenant_limits lim;
+	struct fn_version v;
+	json_t *cur;
+
+	json_decref(j);
+	if (bad)
+		return send_error(c, 400, "InvalidRequest",
+				  "body must be {\"provisioned\": 0..1000, \"reserved\": N >= 0}");
+	if (store_version_get(a->store, who->tenant_id, name, 0, &v))
+		return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
+	cur = store_function_get(a->store, who->tenant_id, name);
+	if (!has_p)
+		prov = json_integer_value(json_object_get(cur, "provisioned"));
+	if (!has_r)
+		res = json_integer_value(json_object_get(cur, "reserved"));
+	json_decref(cur);
+	store_limits_get(a->store, who->tenant_id, &lim);
+	if (has_r && res > 0) {
+		int64_t tenant_others = store_reserved_sum(a->store, who->tenant_id, name);
+		int64_t host_others = store_reserved_sum(a->store, 0, NULL) -
+				      store_reserved_sum(a->store, who->tenant_id, NULL) + tenant_others;
+
+		if (lim.max_concurrency > 0 && tenant_others + res > lim.max_concurrency) {
+			fn_version_free(&v);
+			return send_error(c, 409, "ReservationTooLarge",
+					  "reservations of this tenant would be %lld, over its concurrency"
+					  " limit of %lld", (long long)(tenant_others + res),
+					  (long long)lim.max_concurrency);
+		}
+		if (host_others + res > a->cfg.host_capacity - a->cfg.unreserved_floor) {
+			fn_version_free(&v);
+			return send_error(c, 409, "ReservationTooLarge",
+					  "reservations on this host would be %lld; at most %d of its %d"
+					  " VM slots may be reserved", (long long)(host_others + res),
+					  a->cfg.host_capacity - a->cfg.unreserved_floor,
+					  a->cfg.host_capacity);
+		}
+	}
+	if (prov > 0 && ((lim.max_concurrency > 0 && prov > lim.max_concurrency) ||
+			 (res > 0 && prov > res) ||
+			 (lim.max_memory_mb > 0 && prov * (int64_t)v.memory_mb > lim.max_memory_mb))) {
+		fn_version_free(&v);
+		return send_error(c, 409, "ProvisionedExceedsLimits",
+				  "%lld provisioned VMs of %u MB exceed the tenant's concurrency,"
+				  " memory or this function's reservation", (long long)prov, v.memory_mb);
+	}
+	fn_version_free(&v);
+	if ((has_r && store_function_set_reserved(a->store, who->tenant_id, name, res)) ||
+	    (has_p && store_function_set_provisioned(a->store, who->tenant_id, name, (int)prov)))
+		return send_error(c, 500, "StorageError", "could not store the configuration");
+	quota_invalidate(a->cfg.quota, who->tenant_id);
+	sched_reconcile(a->sched);
+	return send_json(c, 200, json_pack("{s:s,s:I,s:I}", "name", name, "provisioned", prov,
+					   "reserved", res), NULL);
+}
+
 static enum MHD_Result h_function(struct req *r, const struct principal *who, const char *method,
 				  const char *name, const char *sub)
 {
@@ -611,21 +685,8 @@ static enum MHD_Result h_function(struct req *r, const struct principal *who, co
 								 limit > 0 ? (int)limit : 20)),
 				 NULL);
 	}
-	if (sub && strcmp(sub, "config") == 0 && strcmp(method, "PUT") == 0) {
-		json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
-		json_t *p = json_object_get(j, "provisioned");
-		json_int_t n = json_integer_value(p);
-		bool is_int = json_is_integer(p);
-
-		json_decref(j);
-		if (!is_int || n < 0 || n > 1000)
-			return send_error(c, 400, "InvalidRequest",
-					  "body must be {\"provisioned\": 0..1000}");
-		if (store_function_set_provisioned(a->store, who->tenant_id, name, (int)n))
-			return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
-		sched_reconcile(a->sched);
-		return send_json(c, 200, json_pack("{s:s,s:I}", "name", name, "provisioned", n), NULL);
-	}
+	if (sub && strcmp(sub, "config") == 0 && strcmp(method, "PUT") == 0)
+		return h_config(r, who, name);
 	if (sub && strcmp(sub, "prewarm") == 0 && strcmp(method, "POST") == 0) {
 		struct fn_version v;
 		long long count = query_int(c, "count");

@@ -35,6 +35,8 @@ struct api_config {
 	int64_t async_backoff_ms;    /* first retry delay; doubles; default 1000 */
 	int64_t async_max_age_ms;    /* default 6 hours */
 	struct quota *quota;         /* admission control and metering */
+	int host_capacity;           /* VM slots on this host (max_vms) */
+	int unreserved_floor;        /* slots that reservations may not take */
 };
 
 struct api;

@@ -42,7 +42,7 @@ static void attempt_done(struct invocation *inv)
 	int64_t next = 0;
 	char why[300];
 
-	quota_release(a->cfg.quota, inv->ver.tenant_id, inv->ver.memory_mb,
+	quota_release(a->cfg.quota, inv->ver.tenant_id, inv->ver.function_id, inv->ver.memory_mb,
 		      inv->outcome == INV_OK ?
 			      quota_mb_ms(inv->ver.memory_mb, quota_billed_ms(inv->res.duration_us)) : 0);
 	if (inv->outcome != INV_OK && strcmp(inv->error_code, "ShuttingDown") == 0) {
@@ -104,7 +104,8 @@ static void dispatch(struct async *a, struct async_item *it)
 	}
 	{
 		int retry = 0;
-		enum quota_reason why = quota_admit(a->cfg.quota, it->tenant_id, at->inv.ver.memory_mb,
+		enum quota_reason why = quota_admit(a->cfg.quota, it->tenant_id,
+						    at->inv.ver.function_id, at->inv.ver.memory_mb,
 						    &retry);
 
 		if (why != QUOTA_OK) {

@@ -54,6 +54,9 @@ static void usage(FILE *f)
 		"  --agent PATH           hearth-agent put into images (default %s)\n"
 		"  --keep-warm SECONDS    idle VM lifetime (default 600)\n"
 		"  --max-vms N            VMs on this host at most (default 64)\n"
+		"  --host-memory-mb N     guest memory of all VMs at most (default: RAM - 1 GiB)\n"
+		"  --vcpu-overcommit R    vCPUs of all VMs at most R x host CPUs (default 16)\n"
+		"  --unreserved-floor N   VM slots no reservation may take (default max-vms / 10)\n"
 		"  --parked-ttl SECONDS   how long an idle VM stays saved to disk on engines that\n"
 		"                         can save/restore, before it is destroyed (default 86400)\n"
 		"  --async-retries N      retries of a failed event (default 2)\n"
@@ -126,6 +129,9 @@ int main(int argc, char **argv)
 		{ "keep-warm", required_argument, NULL, 'w' },
 		{ "max-vms", required_argument, NULL, 'm' },
 		{ "parked-ttl", required_argument, NULL, 'P' },
+		{ "host-memory-mb", required_argument, NULL, 'M' },
+		{ "vcpu-overcommit", required_argument, NULL, 'O' },
+		{ "unreserved-floor", required_argument, NULL, 'F' },
 		{ "async-retries", required_argument, NULL, 'R' },
 		{ "async-backoff-ms", required_argument, NULL, 'B' },
 		{ "async-max-age", required_argument, NULL, 'A' },
@@ -140,6 +146,7 @@ int main(int argc, char **argv)
 	char *kernel = NULL, *builtin_kernel = NULL;
 	const char *vmm = HEARTH_VMM_DEFAULT;
 	bool allow_unisolated = false, server_path = true;
+	int overcommit = 16, unreserved_floor = -1;
 	struct sched_config scfg = { .keep_warm_ms = 600000, .max_vms = 64 };
 	struct async_config acfg = { .retries = 2, .backoff_ms = 1000, .max_age_ms = 21600000 };
 	struct api_config apicfg = { 0 };
@@ -170,6 +177,9 @@ int main(int argc, char **argv)
 		case 'w': scfg.keep_warm_ms = atoll(optarg) * 1000; break;
 		case 'm': scfg.max_vms = atoi(optarg); break;
 		case 'P': scfg.parked_ttl_ms = atoll(optarg) * 1000; break;
+		case 'M': scfg.host_memory_mb = atoll(optarg); break;
+		case 'O': overcommit = atoi(optarg); break;
+		case 'F': unreserved_floor = atoi(optarg); break;
 		case 'R': acfg.retries = atoi(optarg); break;
 		case 'B': acfg.backoff_ms = atoll(optarg); break;
 		case 'A': acfg.max_age_ms = atoll(optarg) * 1000; break;
@@ -299,6 +309,15 @@ int main(int argc, char **argv)
 		if (strcmp(engine, "process") == 0 || !eng.dflt)
 			eng.dflt = eng.process;
 	}
+	if (overcommit < 1) {
+		fprintf(stderr, "hearthd: --vcpu-overcommit must be at least 1\n");
+		return 2;
+	}
+	scfg.vcpu_capacity = (int)sysconf(_SC_NPROCESSORS_ONLN) * overcommit;
+	if (unreserved_floor < 0)
+		unreserved_floor = scfg.max_vms / 10 > 0 ? scfg.max_vms / 10 : 1;
+	apicfg.host_capacity = scfg.max_vms;
+	apicfg.unreserved_floor = unreserved_floor;
 	scfg.kernel = kernel;
 	scfg.builtin_kernel = builtin_kernel;
 	scfg.vmm_bin = vmm;

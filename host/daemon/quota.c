@@ -7,9 +7,17 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "scheduler.h"
+
+struct fstate {
+	int64_t function_id;
+	int64_t reserved;
+	int64_t running;
+	int64_t running_unreserved;  /* of running, admitted from the shared pool */
+};
 
 /* Token bucket in milli-tokens, so refill needs no floating point. */
 struct tstate {
@@ -22,6 +30,10 @@ struct tstate {
 	int64_t refill_us;
 	int month;              /* yyyymm of month_mb_ms */
 	uint64_t month_mb_ms;
+	struct fstate *fns;      /* functions seen (running counts) and their reservations */
+	size_t nfns;
+	int64_t reserved_total;  /* sum of the tenant's reservations */
+	int64_t running_unreserved;
 	struct tstate *next;
 };
 
@@ -38,6 +50,7 @@ const char *quota_reason_code(enum quota_reason r)
 	case QUOTA_RATE: return "RateLimitExceeded";
 	case QUOTA_MEMORY: return "MemoryQuotaExceeded";
 	case QUOTA_BUDGET: return "BudgetExceeded";
+	case QUOTA_RESERVED: return "ReservedConcurrencyLimitExceeded";
 	default: return "OK";
 	}
 }
@@ -97,15 +110,49 @@ static struct tstate *get(struct quota *q, int64_t tenant)
 }
 
 /* Called with q->mu held. */
+static struct fstate *fn_get(struct tstate *t, int64_t function_id)
+{
+	struct fstate *nf;
+
+	for (size_t i = 0; i < t->nfns; i++)
+		if (t->fns[i].function_id == function_id)
+			return &t->fns[i];
+	nf = realloc(t->fns, (t->nfns + 1) * sizeof(*nf));
+	if (!nf)
+		return NULL;
+	t->fns = nf;
+	memset(&t->fns[t->nfns], 0, sizeof(*nf));
+	t->fns[t->nfns].function_id = function_id;
+	return &t->fns[t->nfns++];
+}
+
+/* Called with q->mu held. */
 static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 {
 	int64_t start, next;
 	int month = month_of(wall_us(), &start, &next);
 
 	if (!t->loaded) {
+		int64_t *ids = NULL, *res = NULL;
+		size_t n = 0;
+
 		store_limits_get(q->store, t->tenant, &t->lim);
 		t->tokens_milli = t->lim.burst * 1000;
 		t->refill_us = now_us;
+		/* Reservations change only through config: reload them with the limits. */
+		for (size_t i = 0; i < t->nfns; i++)
+			t->fns[i].reserved = 0;
+		t->reserved_total = 0;
+		store_reservations(q->store, t->tenant, &ids, &res, &n);
+		for (size_t i = 0; i < n; i++) {
+			struct fstate *f = fn_get(t, ids[i]);
+
+			if (f)
+				f->reserved = res[i];
+			t->reserved_total += res[i];
+		}
+		free(ids);
+		free(res);
 		t->loaded = true;
 	}
 	if (t->month != month) {
@@ -124,12 +171,13 @@ static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 	}
 }
 
-enum quota_reason quota_admit(struct quota *q, int64_t tenant, uint32_t memory_mb,
-			      int *retry_after_s)
+enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_id,
+			      uint32_t memory_mb, int *retry_after_s)
 {
 	int64_t now = mono_us(), start, next;
 	enum quota_reason r = QUOTA_OK;
 	struct tstate *t;
+	struct fstate *f;
 
 	*retry_after_s = 0;
 	pthread_mutex_lock(&q->mu);
@@ -140,6 +188,12 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, uint32_t memory_m
 		return QUOTA_CONCURRENCY;
 	}
 	refresh(q, t, now);
+	f = fn_get(t, function_id);
+	if (!f) {
+		pthread_mutex_unlock(&q->mu);
+		*retry_after_s = 1;
+		return QUOTA_CONCURRENCY;
+	}
 	if (t->lim.budget_mb_ms > 0 && t->month_mb_ms >= (uint64_t)t->lim.budget_mb_ms) {
 		month_of(wall_us(), &start, &next);
 		*retry_after_s = (int)((next - wall_us()) / 1000000 + 1);
@@ -147,7 +201,12 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, uint32_t memory_m
 	} else if (t->lim.rate_per_s > 0 && t->tokens_milli < 1000) {
 		*retry_after_s = (int)((1000 - t->tokens_milli) / t->lim.rate_per_s / 1000 + 1);
 		r = QUOTA_RATE;
-	} else if (t->lim.max_concurrency > 0 && t->running >= t->lim.max_concurrency) {
+	} else if (f->reserved > 0 && f->running >= f->reserved) {
+		*retry_after_s = 1;
+		r = QUOTA_RESERVED;
+	} else if (f->reserved == 0 && t->lim.max_concurrency > 0 &&
+		   t->running_unreserved >= t->lim.max_concurrency - t->reserved_total) {
+		/* Unreserved functions share what the reservations leave. */
 		*retry_after_s = 1;
 		r = QUOTA_CONCURRENCY;
 	} else if (t->lim.max_memory_mb > 0 && t->memory_mb + memory_mb > t->lim.max_memory_mb) {
@@ -157,19 +216,38 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, uint32_t memory_m
 		if (t->lim.rate_per_s > 0)
 			t->tokens_milli -= 1000;
 		t->running++;
+		f->running++;
+		if (f->reserved == 0) {
+			f->running_unreserved++;
+			t->running_unreserved++;
+		}
 		t->memory_mb += memory_mb;
 	}
 	pthread_mutex_unlock(&q->mu);
 	return r;
 }
 
-void quota_release(struct quota *q, int64_t tenant, uint32_t memory_mb, uint64_t mb_ms)
+void quota_release(struct quota *q, int64_t tenant, int64_t function_id, uint32_t memory_mb,
+		   uint64_t mb_ms)
 {
 	struct tstate *t;
 
 	pthread_mutex_lock(&q->mu);
 	t = get(q, tenant);
 	if (t) {
+		struct fstate *f = fn_get(t, function_id);
+
+		/*
+		 * Give back to the shared pool first what was taken from it, even if
+		 * a reservation was set meanwhile, so the counts never drift.
+		 */
+		if (f) {
+			f->running--;
+			if (f->running_unreserved > 0) {
+				f->running_unreserved--;
+				t->running_unreserved--;
+			}
+		}
 		t->running--;
 		t->memory_mb -= memory_mb;
 		t->month_mb_ms += mb_ms;
@@ -210,6 +288,7 @@ void quota_destroy(struct quota *q)
 		return;
 	for (t = q->tenants; t; t = n) {
 		n = t->next;
+		free(t->fns);
 		free(t);
 	}
 	pthread_mutex_destroy(&q->mu);

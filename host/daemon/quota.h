@@ -11,6 +11,11 @@
  * reservation happen under one lock, a tenant's running invocations never
  * exceed its limit, not even for a moment.
  *
+ * Reserved concurrency (per function, set with the function's config) is a
+ * guarantee and a cap: a function with R reserved runs at most R at once,
+ * and the tenant's other functions share only max_concurrency minus all its
+ * reservations, so the R slots are always free for it.
+ *
  * Units are integers, never floating point: usage is MB-milliseconds
  * (memory_mb x billed_ms); 1 GB-s = 1024 x 1000 MB-ms exactly.
  */
@@ -30,6 +35,7 @@ enum quota_reason {
 	QUOTA_RATE,          /* RateLimitExceeded */
 	QUOTA_MEMORY,        /* MemoryQuotaExceeded */
 	QUOTA_BUDGET,        /* BudgetExceeded */
+	QUOTA_RESERVED,      /* ReservedConcurrencyLimitExceeded */
 };
 
 const char *quota_reason_code(enum quota_reason r);
@@ -50,10 +56,11 @@ void quota_destroy(struct quota *q);
  * Admits one invocation of memory_mb for tenant, reserving a slot; on refusal
  * returns the reason and the seconds after which a retry may succeed.
  */
-enum quota_reason quota_admit(struct quota *q, int64_t tenant, uint32_t memory_mb,
-			      int *retry_after_s);
+enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_id,
+			      uint32_t memory_mb, int *retry_after_s);
 /* Gives back what quota_admit() reserved and counts the usage (0 for platform errors). */
-void quota_release(struct quota *q, int64_t tenant, uint32_t memory_mb, uint64_t mb_ms);
+void quota_release(struct quota *q, int64_t tenant, int64_t function_id, uint32_t memory_mb,
+		   uint64_t mb_ms);
 /* Reloads the tenant's limits on its next admission. */
 void quota_invalidate(struct quota *q, int64_t tenant);
 

@@ -43,11 +43,30 @@ struct sched {
 	pthread_cond_t all_gone;
 	struct pool *pools;
 	int total_vms;     /* running + booting */
+	int64_t mem_used_mb;  /* guest memory of those VMs */
 	int threads;
 	bool stopping;
 	pthread_t keeper;
 	pthread_cond_t keeper_cond;
 };
+
+/*
+ * Host capacity: VMs at most max_vms, their guest memory at most
+ * host_memory_mb, their vCPUs (one each) at most ncpu x vcpu_overcommit.
+ * Called with s->mu held.
+ */
+static bool host_has_room(struct sched *s, const struct pool *p)
+{
+	return s->total_vms < s->cfg.max_vms &&
+	       s->mem_used_mb + p->ver.memory_mb <= s->cfg.host_memory_mb &&
+	       s->total_vms + 1 <= s->cfg.vcpu_capacity;
+}
+
+static void count_vm(struct sched *s, const struct pool *p, int d)
+{
+	s->total_vms += d;
+	s->mem_used_mb += d * (int64_t)p->ver.memory_mb;
+}
 
 int64_t mono_us(void)
 {
@@ -351,7 +370,7 @@ static int vm_park(struct sched *s, struct pool *p, struct hearth_vm *vm, struct
 
 	p->nvms--;
 	p->nsaved++;
-	s->total_vms--; /* a saved VM holds no host memory */
+	count_vm(s, p, -1); /* a saved VM holds no host memory */
 	metrics_vms(-1);
 	pthread_mutex_unlock(&s->mu);
 	agent_close(*conn);
@@ -383,7 +402,7 @@ static int vm_park(struct sched *s, struct pool *p, struct hearth_vm *vm, struct
 	}
 	p->nsaved--;
 	p->nrestoring++;
-	s->total_vms++;
+	count_vm(s, p, 1);
 	pthread_mutex_unlock(&s->mu);
 	t0 = mono_us();
 	pthread_mutex_lock(p->eng_mu);
@@ -402,8 +421,8 @@ static int vm_park(struct sched *s, struct pool *p, struct hearth_vm *vm, struct
 	if (rc) {
 		hlog_error("sched", "restoring %s failed: %s; booting a new VM instead",
 			   hearth_vm_name(vm), err);
-		s->total_vms--;
-		if (p->qhead && p->nbooting < p->nqueued && s->total_vms < s->cfg.max_vms)
+		count_vm(s, p, -1);
+		if (p->qhead && p->nbooting < p->nqueued && host_has_room(s, p))
 			spawn_vm(s, p, false);
 		return -EAGAIN;
 	}
@@ -434,7 +453,7 @@ static void *vm_thread(void *arg)
 		struct invocation *inv;
 
 		hlog_error("sched", "VM for %s v%d failed to start: %s", p->ver.name, p->ver.version, err);
-		s->total_vms--;
+		count_vm(s, p, -1);
 		/*
 		 * This VM was started for the invocation at the head of the queue:
 		 * fail it. If no other VM is alive or coming, fail the rest too
@@ -550,7 +569,7 @@ static void *vm_thread(void *arg)
 			break;
 	}
 	p->nvms--;
-	s->total_vms--;
+	count_vm(s, p, -1);
 	metrics_vms(-1);
 	if (take_snapshot)
 		p->snap_taking = false; /* gone before it was idle: the next VM takes it */
@@ -591,7 +610,7 @@ static int spawn_vm(struct sched *s, struct pool *p, bool prewarm)
 	}
 	pthread_attr_destroy(&attr);
 	p->nbooting++;
-	s->total_vms++;
+	count_vm(s, p, 1);
 	s->threads++;
 	return 0;
 }
@@ -653,7 +672,7 @@ void sched_submit(struct sched *s, struct invocation *inv)
 		return;
 	}
 	/* Refuse only when nothing of this pool exists or is coming; otherwise wait in line. */
-	if (s->total_vms >= s->cfg.max_vms && p->nvms == 0 && p->nbooting == 0 &&
+	if (!host_has_room(s, p) && p->nvms == 0 && p->nbooting == 0 &&
 	    p->nrestoring == 0 && p->nsaved == 0) {
 		pthread_mutex_unlock(&s->mu);
 		metrics_throttle();
@@ -671,7 +690,7 @@ void sched_submit(struct sched *s, struct invocation *inv)
 		pthread_cond_signal(&p->cond);
 	else if (p->nsaved > 0 && p->nrestoring < p->nqueued)
 		pthread_cond_broadcast(&p->cond); /* a parked VM restores for it */
-	else if (p->nbooting + p->nrestoring < p->nqueued && s->total_vms < s->cfg.max_vms)
+	else if (p->nbooting + p->nrestoring < p->nqueued && host_has_room(s, p))
 		spawn_vm(s, p, false);
 	pthread_mutex_unlock(&s->mu);
 }
@@ -703,7 +722,7 @@ int sched_prewarm(struct sched *s, const struct fn_version *v, int count)
 
 	pthread_mutex_lock(&s->mu);
 	p = pool_get(s, v);
-	while (p && !s->stopping && p->nvms + p->nbooting < count && s->total_vms < s->cfg.max_vms &&
+	while (p && !s->stopping && p->nvms + p->nbooting < count && host_has_room(s, p) &&
 	       spawn_vm(s, p, true) == 0)
 		started++;
 	pthread_mutex_unlock(&s->mu);
@@ -800,6 +819,14 @@ int sched_create(const struct sched_config *cfg, const struct sched_engines *eng
 		s->cfg.max_vms = 64;
 	if (s->cfg.boot_timeout_ms <= 0)
 		s->cfg.boot_timeout_ms = 60000;
+	if (s->cfg.host_memory_mb <= 0) {
+		/* All of RAM but 1 GiB for the host itself. */
+		int64_t total = (int64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1 << 20);
+
+		s->cfg.host_memory_mb = total > 2048 ? total - 1024 : total;
+	}
+	if (s->cfg.vcpu_capacity <= 0)
+		s->cfg.vcpu_capacity = (int)sysconf(_SC_NPROCESSORS_ONLN) * 16;
 	if (s->cfg.parked_ttl_ms <= 0)
 		s->cfg.parked_ttl_ms = 24 * 3600 * 1000LL;
 	s->eng = *engines;

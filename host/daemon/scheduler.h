@@ -50,6 +50,8 @@ struct sched_config {
 	int64_t keep_warm_ms;        /* idle VM lifetime; default 10 minutes */
 	int64_t parked_ttl_ms;       /* how long a saved (scaled-to-zero) VM is kept; default 24 h */
 	int max_vms;                 /* host-wide cap on VMs */
+	int64_t host_memory_mb;      /* guest memory of all VMs at most; 0 = RAM - 1 GiB */
+	int vcpu_capacity;           /* vCPUs of all VMs at most (ncpu x overcommit); 0 = ncpu x 16 */
 	int boot_timeout_ms;         /* boot + agent Ready */
 };
 

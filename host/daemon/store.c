@@ -48,6 +48,7 @@ static const char *const schema =
 	"CREATE TABLE IF NOT EXISTS functions("
 	"  id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
 	"  name TEXT NOT NULL, latest INTEGER NOT NULL DEFAULT 0, provisioned INTEGER NOT NULL DEFAULT 0,"
+	"  reserved INTEGER NOT NULL DEFAULT 0,"
 	"  created_at INTEGER NOT NULL, UNIQUE(tenant_id, name));"
 	"CREATE TABLE IF NOT EXISTS versions("
 	"  id INTEGER PRIMARY KEY, function_id INTEGER NOT NULL REFERENCES functions(id) ON DELETE CASCADE,"
@@ -563,7 +564,7 @@ json_t *store_function_get(struct store *s, int64_t tenant_id, const char *name)
 	json_t *fn, *versions;
 
 	lock(s);
-	fn = rows_json(prep(s, "SELECT name, latest AS latest_version, provisioned, created_at"
+	fn = rows_json(prep(s, "SELECT name, latest AS latest_version, provisioned, reserved, created_at"
 			       " FROM functions WHERE tenant_id = ? AND name = ?", "it", tenant_id, name));
 	if (json_array_size(fn) == 0) {
 		json_decref(fn);
@@ -1069,6 +1070,61 @@ int store_snapshot_get(struct store *s, int64_t version_id, const char *engine, 
 		rc = 0;
 	}
 	sqlite3_finalize(st);
+	unlock(s);
+	return rc;
+}
+
+int store_reservations(struct store *s, int64_t tenant_id, int64_t **ids, int64_t **res, size_t *n)
+{
+	sqlite3_stmt *st;
+	size_t k = 0, cap = 0;
+
+	*ids = NULL;
+	*res = NULL;
+	lock(s);
+	st = prep(s, "SELECT id, reserved FROM functions WHERE tenant_id = ? AND reserved > 0", "i",
+		  tenant_id);
+	while (st && sqlite3_step(st) == SQLITE_ROW) {
+		if (k == cap) {
+			cap = cap ? cap * 2 : 8;
+			*ids = realloc(*ids, cap * sizeof(**ids));
+			*res = realloc(*res, cap * sizeof(**res));
+		}
+		(*ids)[k] = sqlite3_column_int64(st, 0);
+		(*res)[k] = sqlite3_column_int64(st, 1);
+		k++;
+	}
+	sqlite3_finalize(st);
+	unlock(s);
+	*n = k;
+	return 0;
+}
+
+int64_t store_reserved_sum(struct store *s, int64_t tenant_id, const char *except_name)
+{
+	sqlite3_stmt *st;
+	int64_t v = 0;
+
+	lock(s);
+	st = prep(s, "SELECT IFNULL(SUM(reserved), 0) FROM functions WHERE (? = 0 OR tenant_id = ?)"
+		     " AND NOT (tenant_id = ? AND name = ?)", "iiit", tenant_id, tenant_id, tenant_id,
+		  except_name ? except_name : "");
+	if (st && sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	unlock(s);
+	return v;
+}
+
+int store_function_set_reserved(struct store *s, int64_t tenant_id, const char *name, int64_t n)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prep(s, "UPDATE functions SET reserved = ? WHERE tenant_id = ? AND name = ?", "iit",
+			 n, tenant_id, name));
+	if (rc == 0 && sqlite3_changes(s->db) == 0)
+		rc = -ENOENT;
 	unlock(s);
 	return rc;
 }

@@ -109,6 +109,12 @@ json_t *store_function_get(struct store *s, int64_t tenant_id, const char *name)
 int store_function_delete(struct store *s, int64_t tenant_id, const char *name, int64_t **ids,
 			  size_t *nids);
 int store_function_set_provisioned(struct store *s, int64_t tenant_id, const char *name, int n);
+/* Reserved concurrency of a function (0 = none). */
+int store_function_set_reserved(struct store *s, int64_t tenant_id, const char *name, int64_t n);
+/* Reservations of a tenant's functions: (function id, reserved) pairs. */
+int store_reservations(struct store *s, int64_t tenant_id, int64_t **ids, int64_t **res, size_t *n);
+/* Sum of reservations of a tenant (0 = every tenant), leaving out one function of that tenant. */
+int64_t store_reserved_sum(struct store *s, int64_t tenant_id, const char *except_name);
 /* Versions whose function wants provisioned VMs: (version_id, count) pairs of latest versions. */
 int store_provisioned_list(struct store *s, int64_t **ids, int **counts, size_t *n);
 int store_function_count(struct store *s, int64_t tenant_id, int64_t *n);

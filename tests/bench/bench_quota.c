@@ -117,9 +117,9 @@ int main(int argc, char **argv)
 		double t0 = now_s();
 
 		for (int k = 0; k < 100; k++) {
-			if (quota_admit(q, tenant, 128, &retry) != QUOTA_OK)
+			if (quota_admit(q, tenant, 1, 128, &retry) != QUOTA_OK)
 				return 1;
-			quota_release(q, tenant, 128, 128);
+			quota_release(q, tenant, 1, 128, 128);
 		}
 		lat[i] = (now_s() - t0) / 100 * 1e6;
 	}

@@ -538,6 +538,30 @@ static void test_host_capacity(void **state)
 	hd_stop(h);
 }
 
+static void test_host_memory(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--host-memory-mb", "300", NULL };
+	struct resp r;
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);  /* 256 MB */
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL); /* 128 MB */
+	assert_int_equal(invoke(h, key, "multi", "x", NULL, &r), 200);
+	resp_free(&r);
+	/* 256 + 128 MB of guest memory would pass the host's 300 MB. */
+	assert_int_equal(invoke(h, key, "hello", "x", NULL, &r), 429);
+	assert_string_equal(error_code(&r), "HostCapacityExceeded");
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "multi", "again", NULL, &r), 200);
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
 static void test_crash_keeps_records(void **state)
 {
 	struct hd *h = *state;
@@ -600,6 +624,88 @@ static void test_crash_keeps_records(void **state)
 	hd_stop(h);
 }
 
+static void put_config(struct hd *h, const char *key, const char *fn, const char *json,
+		       long want, const char *code)
+{
+	struct resp r;
+	char path[128];
+
+	snprintf(path, sizeof(path), "/v1/functions/%s/config", fn);
+	assert_int_equal(http(h, "PUT", path, key, NULL, json, strlen(json), NULL, &r), want);
+	if (code)
+		assert_string_equal(error_code(&r), code);
+	resp_free(&r);
+}
+
+/* Sends a burst to two functions at once. */
+static void par_two(struct hd *h, const char *key, const char *f1, int n1, struct par *p1,
+		    const char *f2, int n2, struct par *p2)
+{
+	pid_t child;
+	int fds[2];
+
+	assert_int_equal(pipe(fds), 0);
+	child = fork();
+	if (child == 0) {
+		par_invoke(h, key, f2, "slow", n2, p2);
+		if (write(fds[1], p2, sizeof(*p2) * (size_t)n2) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(fds[1]);
+	par_invoke(h, key, f1, "slow", n1, p1);
+	size_t want = sizeof(*p2) * (size_t)n2, got = 0;
+	while (got < want) {
+		ssize_t k = read(fds[0], (char *)p2 + got, want - got);
+
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	close(fds[0]);
+	waitpid(child, NULL, 0);
+	assert_int_equal(got, want);
+}
+
+static void test_reserved_concurrency(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--max-vms", "10", NULL };
+	struct par pa[4], pb[8];
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "alpha", FNS_DIR "/multi", NULL);
+	deploy(h, key, "beta", FNS_DIR "/multi", NULL);
+	set_limits(h, "acme", "{\"max_concurrency\": 4}");
+	/* Reservations must fit the tenant's limit and the host's capacity minus its floor. */
+	put_config(h, key, "alpha", "{\"reserved\": 5}", 409, "ReservationTooLarge");
+	put_config(h, key, "alpha", "{\"reserved\": 2}", 200, NULL);
+	put_config(h, key, "beta", "{\"reserved\": 3}", 409, "ReservationTooLarge");
+	/* Provisioned VMs count against the reservation and the tenant's limits. */
+	put_config(h, key, "alpha", "{\"provisioned\": 3}", 409, "ProvisionedExceedsLimits");
+	put_config(h, key, "alpha", "{\"reserved\": -1}", 400, "InvalidRequest");
+	/* A burst on both at once: alpha gets its 2 (a guarantee), beta shares 4 - 2 = 2. */
+	par_two(h, key, "alpha", 4, pa, "beta", 8, pb);
+	int a_ok = count(pa, 4, 200, NULL), b_ok = count(pb, 8, 200, NULL);
+	fprintf(stderr, "alpha %d/4 admitted, beta %d/8 admitted\n", a_ok, b_ok);
+	assert_true(a_ok >= 2);
+	assert_true(count(pa, 4, 429, "ReservedConcurrencyLimitExceeded") + a_ok == 4);
+	assert_true(count(pb, 8, 429, "TenantConcurrencyLimitExceeded") + b_ok == 8);
+	assert_true(max_overlap(h, key, "alpha") <= 2); /* a cap */
+	assert_true(max_overlap(h, key, "beta") <= 2);  /* never into alpha's share */
+	/* A second tenant cannot reserve past the host's capacity minus the floor (10 - 1). */
+	char *k2 = tenant_create(h, "other");
+	deploy(h, k2, "big", FNS_DIR "/multi", NULL);
+	put_config(h, k2, "big", "{\"reserved\": 8}", 409, "ReservationTooLarge");
+	put_config(h, k2, "big", "{\"reserved\": 7}", 200, NULL);
+	free(k2);
+	free(key);
+	hd_stop(h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -614,6 +720,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_async_waits_past_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_capacity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_keeps_records, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reserved_concurrency, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_memory, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
