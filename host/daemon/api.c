@@ -771,12 +771,17 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 					     strcmp(k, "max_package_bytes") == 0 ? &l.max_package_bytes :
 					     strcmp(k, "budget_mb_ms") == 0 ? &l.budget_mb_ms : NULL;
 
+				/* Bounds keep every later computation (x1000 tokens, GB-s) in range. */
 				if (strcmp(k, "budget_gb_s") == 0 && json_is_integer(v) &&
-				    json_integer_value(v) >= 0) {
+				    json_integer_value(v) >= 0 &&
+				    json_integer_value(v) <= INT64_MAX / 2 / (int64_t)MB_MS_PER_GB_S) {
 					l.budget_mb_ms = json_integer_value(v) * (int64_t)MB_MS_PER_GB_S;
 					continue;
 				}
-				if (!f || !json_is_integer(v) || json_integer_value(v) < 0) {
+				if (!f || !json_is_integer(v) || json_integer_value(v) < 0 ||
+				    json_integer_value(v) > (f == &l.budget_mb_ms ? INT64_MAX / 2 :
+							     f == &l.rate_per_s || f == &l.burst ?
+								     1000000000LL : 1000000000000LL)) {
 					bad = true;
 					break;
 				}
@@ -786,7 +791,8 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 			if (bad)
 				return send_error(c, 400, "InvalidLimits",
 						  "limits are non-negative integers: max_concurrency,"
-						  " max_memory_mb, rate_per_s, burst, max_functions,"
+						  " max_memory_mb, rate_per_s, burst (each at most 10^9 for"
+						  " rate and burst, 10^12 otherwise), max_functions,"
 						  " max_package_bytes, budget_gb_s or budget_mb_ms (0 = none)");
 			if (l.rate_per_s > 0 && l.burst == 0)
 				l.burst = l.rate_per_s; /* a bucket of one second by default */
@@ -846,7 +852,7 @@ static enum MHD_Result h_usage(struct req *r, const struct principal *who)
 	json_t *rows, *row;
 	size_t i;
 
-	if (from == -2 || to == -2)
+	if (from == -2 || to == -2 || from > 100000000000LL || to > 100000000000LL)
 		return send_error(c, 400, "InvalidParameter", "from and to are Unix times in seconds");
 	if (!group)
 		group = "function";

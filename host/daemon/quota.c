@@ -160,7 +160,10 @@ static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 		t->month = month;
 	}
 	if (t->lim.rate_per_s > 0) {
-		int64_t add = (now_us - t->refill_us) * t->lim.rate_per_s / 1000; /* milli-tokens */
+		/* 128-bit: hours of idle time times a large rate must not overflow. */
+		__int128 add128 = (__int128)(now_us - t->refill_us) * t->lim.rate_per_s / 1000;
+		int64_t add = add128 > (__int128)t->lim.burst * 1000 ? t->lim.burst * 1000 :
+								     (int64_t)add128; /* milli-tokens */
 
 		if (add > 0) {
 			t->tokens_milli += add;

@@ -337,6 +337,19 @@ static void test_function_and_package_limits(void **state)
 	assert_int_equal(http(h, "PUT", "/v1/tenants/acme/limits", h->admin, NULL,
 			      "{\"max_typo\": 1}", 15, NULL, &r), 400);
 	resp_free(&r);
+	/* Values whose arithmetic would overflow are refused, not wrapped. */
+	static const char *const huge[] = { "{\"budget_gb_s\": 9223372036854775807}",
+					    "{\"burst\": 9223372036854775807}",
+					    "{\"rate_per_s\": 1000000001}" };
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(http(h, "PUT", "/v1/tenants/acme/limits", h->admin, NULL, huge[i],
+				      strlen(huge[i]), NULL, &r), 400);
+		assert_string_equal(error_code(&r), "InvalidLimits");
+		resp_free(&r);
+	}
+	assert_int_equal(http(h, "GET", "/v1/usage?from=9223372036854775807", key, NULL, NULL, 0, NULL,
+			      &r), 400);
+	resp_free(&r);
 	assert_int_equal(http(h, "GET", "/v1/tenants/acme/limits", h->admin, NULL, NULL, 0, NULL, &r),
 			 200);
 	json_t *j = body_json(&r);
