@@ -255,8 +255,8 @@ static void vmm_pump(struct vmm *v, int timeout_ms)
 		if (l && strchr(l, '\n'))
 			v->t_started = t;
 	}
-	if ((p[0].revents & POLLHUP) && !(p[0].revents & POLLIN))
-		usleep(1000); /* the VMM is gone; do not spin until the deadline */
+	if ((p[0].revents & POLLHUP) && !(p[0].revents & POLLIN) && bv_exited(v->pid))
+		v->pid = -1; /* gone (reaped): vmm_until gives up at once */
 }
 
 /*
@@ -273,7 +273,7 @@ static int vmm_until(struct vmm *v, const char *needle, const char *needle2, boo
 		if (con_ok && (!started || v->t_started >= 0))
 			return 0;
 		long long left = (deadline - now_us()) / 1000;
-		if (left < 0)
+		if (left < 0 || v->pid < 0)
 			return -1;
 		vmm_pump(v, left > 100 ? 100 : (int)left + 1);
 	}
@@ -321,6 +321,8 @@ static void make_snapshot(void)
 	char reply[600], cmd[800];
 	if (vmm_start(&v, 0, "src", args, true, false) < 0)
 		die("cannot start hearth-vmm %s", vmm_bin());
+	if (vmm_until(&v, "vsock echo guest ready", NULL, false, T_MS) < 0)
+		die("the echo guest did not boot under %s: %s", vmm_bin(), vmm_said(&v));
 	if (hello_at(v.sock) < 0)
 		die("the echo guest did not answer Hello: %s", vmm_said(&v));
 	/*
