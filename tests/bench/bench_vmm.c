@@ -17,9 +17,9 @@
  *     -incoming "exec:cat FILE", process start -> QMP query-status "running"
  *     (-accel kvm -cpu qemu64, TCG if KVM does not work; no vhost-vsock here,
  *     so no vsock reply to wait for, and the guest idles in hlt silently).
- *  3. VMM memory overhead per VM: RSS, PSS and private (USS) of the process
+ *  3. VMM memory overhead per VM: RSS, PSS and Private_Dirty of the process
  *     minus those of the guest RAM mapping (the guest pages touched), for
- *     hearth-vmm and QEMU.
+ *     hearth-vmm; RSS and PSS for QEMU.
  *  4. N (50) concurrent clones of one snapshot: restores per second until
  *     all answered Hello, and the memory they share.
  *  + the raw KVM ioctl costs of this host in hearth-vmm's order (and the
@@ -349,7 +349,7 @@ static void make_snapshot(void)
 
 /* ---- figures kept for the summary ---- */
 static long long h_started_p50 = -1, h_run_p50 = -1, h_reply_p50 = -1, q_run_p50 = -1;
-static long long h_ovh_uss_p50 = -1;
+static long long h_ovh_dirty_p50 = -1;
 static long long h_ovh_pss_p50 = -1, h_ovh_rss_p50 = -1, q_ovh_rss_p50 = -1, q_ovh_pss_p50 = -1;
 static long long kvm_p50[BV_KVM_N], exec_p50 = -1, h_own_p50 = -1;
 static double clone_rate = -1;
@@ -398,7 +398,7 @@ static void section_kvm_floor(int runs)
 /* Per-run figures of one restore series. */
 enum {
 	R_STARTED, R_RUN, R_REPLY, R_OWN, R_OWN_LOAD, R_OWN_VM, R_OWN_STATE,
-	R_RSS, R_PSS, R_GUEST, R_OVH_RSS, R_OVH_PSS, R_OVH_USS, R_N
+	R_RSS, R_PSS, R_GUEST, R_OVH_RSS, R_OVH_PSS, R_OVH_DIRTY, R_N
 };
 
 static void section_restore(int runs, bool verify)
@@ -437,8 +437,7 @@ static void section_restore(int runs, bool verify)
 		f[R_GUEST][i] = g.rss;
 		f[R_OVH_RSS][i] = all.rss - g.rss;
 		f[R_OVH_PSS][i] = all.pss - g.pss;
-		f[R_OVH_USS][i] = (all.private_clean + all.private_dirty) -
-				  (g.private_clean + g.private_dirty);
+		f[R_OVH_DIRTY][i] = all.private_dirty - g.private_dirty;
 		long long t[4];
 		if (vmm_own_times(v.err_buf, t) < 0)
 			die("restore run %d: hearth-vmm did not report its restore times: %s", i,
@@ -475,11 +474,12 @@ static void section_restore(int runs, bool verify)
 			 &h_ovh_rss_p50);
 		line_kib("overhead: PSS minus the guest mapping's PSS", f[R_OVH_PSS], runs,
 			 &h_ovh_pss_p50);
-		line_kib("overhead: private (USS) minus the guest mapping's private", f[R_OVH_USS],
-			 runs, &h_ovh_uss_p50);
+		line_kib("overhead: Private_Dirty minus the guest mapping's (COW copies)",
+			 f[R_OVH_DIRTY], runs, &h_ovh_dirty_p50);
 		printf("  largest RSS outside guest RAM (last run): %s\n", top);
-		printf("  (PSS splits shared library pages among every process mapping them, so it "
-		       "depends on what else runs; private pages do not)\n");
+		printf("  (RSS counts shared library pages in full; PSS splits them among every "
+		       "process mapping them, so it depends on what else runs; Private_Dirty is what "
+		       "no other VM can share: heap, stacks, relocated data)\n");
 	}
 	for (int k = 0; k < R_N; k++)
 		free(f[k]);
@@ -703,8 +703,8 @@ static void summary(const struct bv_qemu *qr, int nclones)
 	       h_ovh_pss_p50, "", "<= 3 MiB", verdict(h_ovh_pss_p50 <= TARGET_OVERHEAD_KIB));
 	printf("  %-52s %9lld KiB RSS%4s %-9s %s\n", "", h_ovh_rss_p50, "", "<= 3 MiB",
 	       verdict(h_ovh_rss_p50 <= TARGET_OVERHEAD_KIB));
-	printf("  %-52s %9lld KiB USS%4s %-9s %s\n", "", h_ovh_uss_p50, "", "<= 3 MiB",
-	       verdict(h_ovh_uss_p50 <= TARGET_OVERHEAD_KIB));
+	printf("  %-52s %9lld KiB dirty%2s %-9s %s\n", "", h_ovh_dirty_p50, "", "<= 3 MiB",
+	       verdict(h_ovh_dirty_p50 <= TARGET_OVERHEAD_KIB));
 	snprintf(label, sizeof(label), "hearth-vmm overhead per VM, %d clones (mean)", nclones);
 	printf("  %-52s %9lld KiB PSS%4s %-9s %s\n", label, clone_ovh_pss, "", "<= 3 MiB",
 	       verdict(clone_ovh_pss <= TARGET_OVERHEAD_KIB));
