@@ -185,6 +185,7 @@ struct vm_thread_arg {
 	struct sched *s;
 	struct pool *p;
 	bool prewarm;
+	bool provisioned;   /* started for the provisioned count: its kept time is metered */
 };
 
 /* Boots (or restores) a VM and brings its agent to Ready. */
@@ -274,7 +275,7 @@ static void vm_stop(struct pool *p, struct hearth_vm *vm, struct agent_conn *con
 	pthread_mutex_unlock(p->eng_mu);
 }
 
-static int spawn_vm(struct sched *s, struct pool *p, bool prewarm);
+static int spawn_vm(struct sched *s, struct pool *p, bool prewarm, bool provisioned);
 
 /* "size-mtime" of a file: enough to tell builds of the kernel or of hearth-vmm apart. */
 static void file_id(const char *path, char *out, size_t n)
@@ -339,6 +340,39 @@ static void vm_take_snapshot(struct sched *s, struct pool *p, struct hearth_vm *
 		hlog_info("sched", "snapshot of %s v%d taken in %lld us; cold starts now restore it",
 			  p->ver.name, p->ver.version, (long long)(mono_us() - t0));
 	}
+}
+
+/*
+ * Writes a usage record for the time a provisioned VM was kept since *since
+ * (Lambda bills provisioned concurrency by the GB-s it is kept, used or not).
+ */
+static void meter_provisioned(struct sched *s, struct pool *p, struct hearth_vm *vm, int *n,
+			      int64_t *since)
+{
+	int64_t now = wall_us();
+	char id[200];
+	struct inv_record rec = { 0 };
+
+	if (now - *since < 1000)
+		return;
+	snprintf(id, sizeof(id), "prov-%s-%d", hearth_vm_name(vm), ++*n);
+	rec.request_id = id;
+	rec.attempt = 1;
+	rec.tenant_id = p->ver.tenant_id;
+	rec.version_id = p->version_id;
+	rec.function = p->ver.name;
+	rec.version = p->ver.version;
+	rec.kind = "provisioned";
+	rec.start_us = *since;
+	rec.end_us = now;
+	rec.duration_us = (uint64_t)(now - *since);
+	rec.billed_ms = (rec.duration_us + 999) / 1000;
+	rec.mb_ms = (uint64_t)p->ver.memory_mb * rec.billed_ms;
+	rec.memory_mb = p->ver.memory_mb;
+	rec.status = "Provisioned";
+	if (store_invocation_add(s->store, &rec))
+		hlog_error("sched", "could not record provisioned time of %s", hearth_vm_name(vm));
+	*since = now;
 }
 
 static const char *status_name(int st)
@@ -423,7 +457,7 @@ static int vm_park(struct sched *s, struct pool *p, struct hearth_vm *vm, struct
 			   hearth_vm_name(vm), err);
 		count_vm(s, p, -1);
 		if (p->qhead && p->nbooting < p->nqueued && host_has_room(s, p))
-			spawn_vm(s, p, false);
+			spawn_vm(s, p, false, false);
 		return -EAGAIN;
 	}
 	p->nvms++;
@@ -437,7 +471,9 @@ static void *vm_thread(void *arg)
 	struct sched *s = a->s;
 	struct pool *p = a->p;
 	bool prewarm = a->prewarm, first = true, broken = false, restored = false, cloned = false;
-	bool take_snapshot = false;
+	bool take_snapshot = false, provisioned = a->provisioned;
+	int64_t metered_since = 0;
+	int nmeter = 0;
 	uint64_t restore_us = 0;
 	struct hearth_vm *vm = NULL;
 	struct agent_conn *conn = NULL;
@@ -475,6 +511,7 @@ static void *vm_thread(void *arg)
 	}
 	p->nvms++;
 	metrics_vms(1);
+	metered_since = wall_us();
 	if ((p->caps & HEARTH_ENGINE_CAP_CLONE) && !p->snap_ready && !p->snap_taking &&
 	    s->cfg.snapshot_dir) {
 		p->snap_taking = true; /* this VM takes it, once idle */
@@ -505,6 +542,11 @@ static void *vm_thread(void *arg)
 			p->nidle++;
 			rc = pthread_cond_timedwait(&p->cond, &s->mu, &ts);
 			p->nidle--;
+			if (provisioned && rc == ETIMEDOUT) {
+				pthread_mutex_unlock(&s->mu);
+				meter_provisioned(s, p, vm, &nmeter, &metered_since);
+				pthread_mutex_lock(&s->mu);
+			}
 			if (rc == ETIMEDOUT && !p->qhead && mono_us() >= deadline &&
 			    p->nvms > p->provisioned)
 				break;
@@ -574,6 +616,8 @@ static void *vm_thread(void *arg)
 	if (take_snapshot)
 		p->snap_taking = false; /* gone before it was idle: the next VM takes it */
 	pthread_mutex_unlock(&s->mu);
+	if (provisioned)
+		meter_provisioned(s, p, vm, &nmeter, &metered_since);
 	vm_stop(p, vm, conn);
 	hlog_debug("sched", "VM of %s v%d gone", p->ver.name, p->ver.version);
 	goto out;
@@ -589,7 +633,7 @@ out:
 }
 
 /* Called with s->mu held. */
-static int spawn_vm(struct sched *s, struct pool *p, bool prewarm)
+static int spawn_vm(struct sched *s, struct pool *p, bool prewarm, bool provisioned)
 {
 	struct vm_thread_arg *a = malloc(sizeof(*a));
 	pthread_attr_t attr;
@@ -600,6 +644,7 @@ static int spawn_vm(struct sched *s, struct pool *p, bool prewarm)
 	a->s = s;
 	a->p = p;
 	a->prewarm = prewarm;
+	a->provisioned = provisioned;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -691,7 +736,7 @@ void sched_submit(struct sched *s, struct invocation *inv)
 	else if (p->nsaved > 0 && p->nrestoring < p->nqueued)
 		pthread_cond_broadcast(&p->cond); /* a parked VM restores for it */
 	else if (p->nbooting + p->nrestoring < p->nqueued && host_has_room(s, p))
-		spawn_vm(s, p, false);
+		spawn_vm(s, p, false, false);
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -715,7 +760,7 @@ void sched_drop_versions(struct sched *s, const int64_t *ids, size_t n)
 	pthread_mutex_unlock(&s->mu);
 }
 
-int sched_prewarm(struct sched *s, const struct fn_version *v, int count)
+static int prewarm(struct sched *s, const struct fn_version *v, int count, bool provisioned)
 {
 	struct pool *p;
 	int started = 0;
@@ -723,10 +768,15 @@ int sched_prewarm(struct sched *s, const struct fn_version *v, int count)
 	pthread_mutex_lock(&s->mu);
 	p = pool_get(s, v);
 	while (p && !s->stopping && p->nvms + p->nbooting < count && host_has_room(s, p) &&
-	       spawn_vm(s, p, true) == 0)
+	       spawn_vm(s, p, true, provisioned) == 0)
 		started++;
 	pthread_mutex_unlock(&s->mu);
 	return started;
+}
+
+int sched_prewarm(struct sched *s, const struct fn_version *v, int count)
+{
+	return prewarm(s, v, count, false);
 }
 
 void sched_reconcile(struct sched *s)
@@ -758,7 +808,7 @@ void sched_reconcile(struct sched *s)
 			if (p)
 				p->provisioned = counts[i];
 			pthread_mutex_unlock(&s->mu);
-			sched_prewarm(s, &v, counts[i]);
+			prewarm(s, &v, counts[i], true);
 			fn_version_free(&v);
 		}
 	}

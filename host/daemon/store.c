@@ -69,6 +69,7 @@ static const char *const schema =
 	"  tenant_id INTEGER NOT NULL, function TEXT NOT NULL, hour INTEGER NOT NULL,"
 	"  invocations INTEGER NOT NULL, errors INTEGER NOT NULL, cold_starts INTEGER NOT NULL,"
 	"  duration_us INTEGER NOT NULL, billed_ms INTEGER NOT NULL, mb_ms INTEGER NOT NULL,"
+	"  provisioned_ms INTEGER NOT NULL DEFAULT 0, provisioned_mb_ms INTEGER NOT NULL DEFAULT 0,"
 	"  PRIMARY KEY(tenant_id, function, hour));"
 	"CREATE TABLE IF NOT EXISTS tenant_limits("
 	"  tenant_id INTEGER PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,"
@@ -689,6 +690,16 @@ static int invocation_insert(struct store *s, const struct inv_record *r)
 
 	if (rc)
 		return rc;
+	if (strcmp(r->kind, "provisioned") == 0)
+		/* Time a provisioned VM was kept: billed apart from invocations. */
+		return run(s, prepc(s, "INSERT INTO usage_hourly(tenant_id, function, hour, invocations,"
+				       " errors, cold_starts, duration_us, billed_ms, mb_ms, provisioned_ms,"
+				       " provisioned_mb_ms) VALUES(?,?,?,0,0,0,0,0,0,?,?)"
+				       " ON CONFLICT(tenant_id, function, hour) DO UPDATE SET"
+				       " provisioned_ms = provisioned_ms + excluded.provisioned_ms,"
+				       " provisioned_mb_ms = provisioned_mb_ms + excluded.provisioned_mb_ms",
+				    "itiii", r->tenant_id, r->function, r->start_us / 3600000000LL,
+				    (int64_t)r->billed_ms, (int64_t)r->mb_ms));
 	/* The hourly aggregate moves in the same transaction: sums always match. */
 	return run(s, prepc(s, "INSERT INTO usage_hourly(tenant_id, function, hour, invocations, errors,"
 			      " cold_starts, duration_us, billed_ms, mb_ms) VALUES(?,?,?,1,?,?,?,?,?)"
@@ -807,7 +818,7 @@ json_t *store_invocation_logs(struct store *s, int64_t tenant_id, const char *fu
 	lock(s);
 	j = rows_json(prep(s, "SELECT request_id, function, version, kind, start_us, duration_us,"
 			      " billed_ms, memory_mb, max_rss_kb, cold, init_ms, boot_ms, status, error,"
-			      " logs FROM invocations WHERE tenant_id = ? AND function = ?"
+			      " logs FROM invocations WHERE tenant_id = ? AND function = ? AND kind != 'provisioned'"
 			      " ORDER BY start_us DESC LIMIT ?", "iti", tenant_id, function,
 			   (int64_t)limit));
 	unlock(s);
@@ -1010,7 +1021,9 @@ json_t *store_usage_query(struct store *s, int64_t tenant_id, int64_t from_us, i
 	snprintf(sql, sizeof(sql),
 		 "SELECT %s SUM(u.invocations) AS invocations, SUM(u.errors) AS errors,"
 		 " SUM(u.cold_starts) AS cold_starts, SUM(u.duration_us) AS duration_us,"
-		 " SUM(u.billed_ms) AS billed_ms, SUM(u.mb_ms) AS mb_ms FROM usage_hourly u"
+		 " SUM(u.billed_ms) AS billed_ms, SUM(u.mb_ms) AS mb_ms,"
+		 " SUM(u.provisioned_ms) AS provisioned_ms, SUM(u.provisioned_mb_ms) AS provisioned_mb_ms"
+		 " FROM usage_hourly u"
 		 " JOIN tenants t ON t.id = u.tenant_id WHERE (? = 0 OR u.tenant_id = ?)"
 		 " AND u.hour >= ? AND u.hour < ? %s", cols, group);
 	lock(s);

@@ -155,6 +155,8 @@ static int max_overlap(struct hd *h, const char *key, const char *fn)
 }
 
 static json_t *usage(struct hd *h, const char *key, const char *tenant, const char *q);
+static void put_config(struct hd *h, const char *key, const char *fn, const char *json,
+		       long want, const char *code);
 
 /* ---- tests ------------------------------------------------------------------------- */
 
@@ -194,20 +196,21 @@ static void test_metering_arithmetic(void **state)
 static void test_concurrency_limit(void **state)
 {
 	struct hd *h = *state;
-	struct par p[24];
+	enum { N = 200 }; /* hundreds of parallel clients */
+	static struct par p[N];
 	char *key;
 
 	hd_start(h);
 	key = tenant_create(h, "acme");
 	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
 	set_limits(h, "acme", "{\"max_concurrency\": 3}");
-	par_invoke(h, key, "multi", "slow", 24, p);
-	int ok = count(p, 24, 200, NULL), refused = count(p, 24, 429, "TenantConcurrencyLimitExceeded");
+	par_invoke(h, key, "multi", "slow", N, p);
+	int ok = count(p, N, 200, NULL), refused = count(p, N, 429, "TenantConcurrencyLimitExceeded");
 	fprintf(stderr, "%d admitted, %d refused\n", ok, refused);
-	assert_int_equal(ok + refused, 24);
+	assert_int_equal(ok + refused, N);
 	assert_true(ok >= 3);
 	assert_true(refused > 0);
-	for (int i = 0; i < 24; i++)
+	for (int i = 0; i < N; i++)
 		if (p[i].status == 429)
 			assert_true(atoi(p[i].retry_after) >= 1);
 	/* Never more than 3 running, not even for a moment. */
@@ -575,6 +578,39 @@ static void test_host_memory(void **state)
 	hd_stop(h);
 }
 
+static void test_provisioned_metering(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--keep-warm", "1", NULL };
+	struct resp r;
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL); /* 128 MB */
+	put_config(h, key, "hello", "{\"provisioned\": 1}", 200, NULL);
+	sleep(4);
+	put_config(h, key, "hello", "{\"provisioned\": 0}", 200, NULL);
+	sleep(2); /* the VM leaves after its TTL and records its last stretch */
+	json_t *j = usage(h, key, NULL, "group_by=none");
+	json_t *row = json_array_get(json_object_get(j, "usage"), 0);
+	int64_t pms = json_integer_value(json_object_get(row, "provisioned_ms"));
+	int64_t pmbms = json_integer_value(json_object_get(row, "provisioned_mb_ms"));
+	fprintf(stderr, "provisioned for %lld ms (%lld MB-ms)\n", (long long)pms, (long long)pmbms);
+	/* Kept ~4-6 s, billed by the GB-s with no invocation at all. */
+	assert_true(pms >= 3000 && pms <= 10000);
+	assert_int_equal(pmbms, pms * 128);
+	assert_int_equal(json_integer_value(json_object_get(row, "invocations")), 0);
+	json_decref(j);
+	/* Those records are usage, not invocations: the function's log stays empty. */
+	assert_int_equal(http(h, "GET", "/v1/functions/hello/logs", key, NULL, NULL, 0, NULL, &r), 200);
+	assert_non_null(strstr(r.body, "\"invocations\":[]"));
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
 static void test_crash_keeps_records(void **state)
 {
 	struct hd *h = *state;
@@ -735,6 +771,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_crash_keeps_records, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserved_concurrency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_provisioned_metering, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
