@@ -60,7 +60,8 @@ struct agent {
 	bool hello;
 	size_t peer_max;
 	int64_t partial_since_ms;
-	int64_t serial_retry_ms;
+	int64_t serial_retry_ms;    /* serial: no polling (or reopening) before this */
+	bool serial_broken;         /* serial: a real read error, reopen the device */
 
 	struct config cfg;
 
@@ -609,8 +610,19 @@ static void drop_conn(struct agent *a, const char *why)
 	/* An idle virtio-serial port "closes" every retry while no host is attached: stay quiet. */
 	if (a->t.kind != TRANSPORT_SERIAL || a->hello)
 		logf_(a, "host connection closed: %s", why);
-	close(a->conn);
-	a->conn = -1;
+	if (a->t.kind == TRANSPORT_SERIAL && !a->serial_broken) {
+		/*
+		 * Keep a virtio-serial port open across host sessions: closing it
+		 * discards whatever the host already sent (a Hello racing our
+		 * reopen was lost that way). While no host is attached the port
+		 * polls as hung up, so stop polling it for a moment instead.
+		 */
+		a->serial_retry_ms = now_ms() + SERIAL_RETRY_MS;
+	} else {
+		close(a->conn);
+		a->conn = -1;
+		a->serial_broken = false;
+	}
 	frame_reader_reset(&a->fr);
 	a->hello = false;
 	a->partial_since_ms = 0;
@@ -657,6 +669,8 @@ static void on_readable(struct agent *a)
 			return;
 		}
 		if (rc != FRAME_OK) {
+			if (rc == FRAME_EIO || rc == FRAME_ENOMEM)
+				a->serial_broken = true; /* not a hang-up: reopen the port */
 			drop_conn(a, frame_strerror(rc));
 			return;
 		}
@@ -743,7 +757,9 @@ int agent_run(const struct agent_opts *o)
 			i_listen = n;
 			p[n++] = (struct pollfd){ .fd = a.t.listen_fd, .events = POLLIN };
 		}
-		if (a.conn >= 0) {
+		bool serial_resting = a.t.kind == TRANSPORT_SERIAL && now_ms() < a.serial_retry_ms;
+
+		if (a.conn >= 0 && !serial_resting) {
 			i_conn = n;
 			p[n++] = (struct pollfd){ .fd = a.conn, .events = POLLIN };
 		}
@@ -753,7 +769,7 @@ int agent_run(const struct agent_opts *o)
 
 		if (a.running)
 			timeout = run_check_deadline(&a.run);
-		if (a.t.kind == TRANSPORT_SERIAL && a.conn < 0)
+		if (a.t.kind == TRANSPORT_SERIAL && (a.conn < 0 || serial_resting))
 			timeout = min_timeout(timeout, SERIAL_RETRY_MS);
 		if (a.partial_since_ms)
 			timeout = min_timeout(timeout, (int)(a.partial_since_ms + STALL_TIMEOUT_MS -
