@@ -560,14 +560,14 @@ static bool process_running(const char *arg0, const char *arg1)
 		fclose(f);
 		found = n >= wlen && !memcmp(buf, want, wlen);
 		if (found) {
-			/* Only agents chrooted under this test's run dir count, not other users'. */
+			/* Only agents chrooted under this test's run dirs (E2E_RUN_DIR*) count, not others'. */
 			char root[300], link[4096];
 			ssize_t l;
 
 			snprintf(root, sizeof(root), "/proc/%s/root", de->d_name);
 			l = readlink(root, link, sizeof(link) - 1);
 			link[l > 0 ? l : 0] = 0;
-			found = l > 0 && !strncmp(link, E2E_RUN_DIR "/", strlen(E2E_RUN_DIR) + 1);
+			found = l > 0 && !strncmp(link, E2E_RUN_DIR, strlen(E2E_RUN_DIR));
 		}
 	}
 	closedir(d);
