@@ -364,8 +364,13 @@ int bv_qemu_prepare(struct bv_qemu *q, char *err, size_t errlen)
 		if (make_snapshot(q, q->accel, e, sizeof(e)) == 0 &&
 		    bv_qemu_restore(q, 0, NULL, e, sizeof(e)) >= 0)
 			return 0;
-		if (i == 0)
-			snprintf(q->why_not_kvm, sizeof(q->why_not_kvm), "%s", e);
+		if (i == 0) {
+			/* Keep what fits: the reason is for humans. */
+			size_t n = strnlen(e, sizeof(q->why_not_kvm) - 1);
+
+			memcpy(q->why_not_kvm, e, n);
+			q->why_not_kvm[n] = 0;
+		}
 	}
 	seterr(err, errlen, "QEMU snapshot/restore failed under kvm (%s) and tcg (%s)", q->why_not_kvm,
 	       e);
