@@ -67,6 +67,11 @@ static void usage(FILE *f)
 		HEARTH_VMM_DEFAULT, HEARTH_AGENT_DEFAULT);
 }
 
+static void usage_hook(void *ctx, int64_t tenant, uint64_t mb_ms)
+{
+	quota_add_usage(ctx, tenant, mb_ms);
+}
+
 /* The newest complete kernel build in the cache (kernel-config/build). */
 static char *find_kernel(void)
 {
@@ -331,6 +336,7 @@ int main(int argc, char **argv)
 	if (quota_create(store, &quota))
 		return 1;
 	acfg.quota = quota;
+	sched_set_usage_hook(sched, usage_hook, quota);
 	if (async_start(&acfg, store, sched, &async))
 		return 1;
 	apicfg.quota = quota;

@@ -258,6 +258,17 @@ void quota_release(struct quota *q, int64_t tenant, int64_t function_id, uint32_
 	pthread_mutex_unlock(&q->mu);
 }
 
+void quota_add_usage(struct quota *q, int64_t tenant, uint64_t mb_ms)
+{
+	struct tstate *t;
+
+	pthread_mutex_lock(&q->mu);
+	t = get(q, tenant);
+	if (t)
+		t->month_mb_ms += mb_ms;
+	pthread_mutex_unlock(&q->mu);
+}
+
 void quota_invalidate(struct quota *q, int64_t tenant)
 {
 	struct tstate *t;

@@ -61,6 +61,8 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_
 /* Gives back what quota_admit() reserved and counts the usage (0 for platform errors). */
 void quota_release(struct quota *q, int64_t tenant, int64_t function_id, uint32_t memory_mb,
 		   uint64_t mb_ms);
+/* Adds usage that is not an invocation (provisioned VMs) to the tenant's month. */
+void quota_add_usage(struct quota *q, int64_t tenant, uint64_t mb_ms);
 /* Reloads the tenant's limits on its next admission. */
 void quota_invalidate(struct quota *q, int64_t tenant);
 

@@ -26,6 +26,7 @@ struct pool {
 	struct invocation *qhead, *qtail;
 	int nqueued, nvms, nidle, nbooting, provisioned;
 	int nsaved, nrestoring;   /* VMs suspended to disk (scale to zero) and coming back */
+	int64_t reserved;         /* the function's reserved concurrency (0 = none) */
 	unsigned caps;
 	bool dead;
 	bool snap_ready, snap_taking;   /* CLONE engines: the version's snapshot */
@@ -44,6 +45,7 @@ struct sched {
 	struct pool *pools;
 	int total_vms;     /* running + booting */
 	int64_t mem_used_mb;  /* guest memory of those VMs */
+	int64_t reserved_total; /* reservations of every function on this host */
 	int threads;
 	bool stopping;
 	pthread_t keeper;
@@ -57,7 +59,21 @@ struct sched {
  */
 static bool host_has_room(struct sched *s, const struct pool *p)
 {
-	return s->total_vms < s->cfg.max_vms &&
+	int64_t held = s->reserved_total; /* reserved slots not yet taken by their functions */
+	int slots = s->cfg.max_vms;
+
+	for (const struct pool *q = s->pools; q; q = q->next) {
+		int64_t used = q->nvms + q->nbooting + q->nrestoring;
+
+		if (q->reserved > 0 && !q->dead)
+			held -= used < q->reserved ? used : q->reserved;
+	}
+	if (held < 0)
+		held = 0;
+	/* A function inside its reservation may use the held slots; others may not. */
+	if (!(p->reserved > 0 && p->nvms + p->nbooting + p->nrestoring < p->reserved))
+		slots -= (int)held;
+	return s->total_vms < slots &&
 	       s->mem_used_mb + p->ver.memory_mb <= s->cfg.host_memory_mb &&
 	       s->total_vms + 1 <= s->cfg.vcpu_capacity;
 }
@@ -372,6 +388,8 @@ static void meter_provisioned(struct sched *s, struct pool *p, struct hearth_vm 
 	rec.status = "Provisioned";
 	if (store_invocation_add(s->store, &rec))
 		hlog_error("sched", "could not record provisioned time of %s", hearth_vm_name(vm));
+	else if (s->cfg.on_usage)
+		s->cfg.on_usage(s->cfg.on_usage_ctx, p->ver.tenant_id, rec.mb_ms);
 	*since = now;
 }
 
@@ -682,6 +700,7 @@ static struct pool *pool_get(struct sched *s, const struct fn_version *v)
 	p->eng = e;
 	p->eng_mu = engine_lock_for(s, e);
 	p->caps = hearth_engine_caps(e);
+	p->reserved = store_function_reserved(s->store, v->function_id);
 	if ((p->caps & HEARTH_ENGINE_CAP_CLONE) && s->cfg.snapshot_dir) {
 		char kid[64], vid[64], shape[64];
 
@@ -784,9 +803,13 @@ void sched_reconcile(struct sched *s)
 	int64_t *ids;
 	int *counts;
 	size_t n;
+	int64_t total_reserved = store_reserved_sum(s->store, 0, NULL);
 
 	store_provisioned_list(s->store, &ids, &counts, &n);
 	pthread_mutex_lock(&s->mu);
+	s->reserved_total = total_reserved;
+	for (struct pool *p = s->pools; p; p = p->next)
+		p->reserved = store_function_reserved(s->store, p->ver.function_id);
 	for (struct pool *p = s->pools; p; p = p->next) {
 		int want = 0;
 
@@ -836,6 +859,14 @@ static void *keeper_thread(void *arg)
 	}
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
+}
+
+void sched_set_usage_hook(struct sched *s, void (*fn)(void *, int64_t, uint64_t), void *ctx)
+{
+	pthread_mutex_lock(&s->mu);
+	s->cfg.on_usage = fn;
+	s->cfg.on_usage_ctx = ctx;
+	pthread_mutex_unlock(&s->mu);
 }
 
 void sched_stats(struct sched *s, int64_t version_id, struct sched_stats *st)

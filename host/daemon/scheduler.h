@@ -23,6 +23,9 @@
  * of booting, and sends Reseed before anything else. The snapshot index is in
  * SQLite, keyed by version, engine, kernel, hearth-vmm build and VM shape.
  *
+ * Reserved concurrency holds host capacity back: VMs of functions without a
+ * reservation may not use the slots that reserved functions have not taken.
+ *
  * A VM whose agent dies (connection lost, no answer within the deadline) is
  * destroyed and replaced on demand; the invocation it was running fails with
  * a platform error.
@@ -47,6 +50,9 @@ struct sched_config {
 	const char *builtin_kernel;  /* guest kernel for the builtin engine (vmlinux or bzImage) */
 	const char *snapshot_dir;    /* where per-version snapshots live (CLONE engines) */
 	const char *vmm_bin;         /* hearth-vmm, part of the snapshot key */
+	/* Called with usage that is not an invocation (provisioned VM time), for budgets. */
+	void (*on_usage)(void *ctx, int64_t tenant_id, uint64_t mb_ms);
+	void *on_usage_ctx;
 	int64_t keep_warm_ms;        /* idle VM lifetime; default 10 minutes */
 	int64_t parked_ttl_ms;       /* how long a saved (scaled-to-zero) VM is kept; default 24 h */
 	int max_vms;                 /* host-wide cap on VMs */
@@ -111,6 +117,9 @@ void sched_drop_versions(struct sched *s, const int64_t *ids, size_t n);
  * how many were started. Used for provisioned concurrency and `prewarm`.
  */
 int sched_prewarm(struct sched *s, const struct fn_version *v, int count);
+
+/* Sets the hook for non-invocation usage (see sched_config.on_usage). */
+void sched_set_usage_hook(struct sched *s, void (*fn)(void *, int64_t, uint64_t), void *ctx);
 
 /* Re-reads provisioned counts from the store and tops pools up (called periodically). */
 void sched_reconcile(struct sched *s);

@@ -992,7 +992,8 @@ uint64_t store_usage_since(struct store *s, int64_t tenant_id, int64_t since_us)
 	uint64_t v = 0;
 
 	lock(s);
-	st = prep(s, "SELECT IFNULL(SUM(mb_ms), 0) FROM usage_hourly WHERE tenant_id = ? AND hour >= ?",
+	st = prep(s, "SELECT IFNULL(SUM(mb_ms + provisioned_mb_ms), 0) FROM usage_hourly"
+		     " WHERE tenant_id = ? AND hour >= ?",
 		  "ii", tenant_id, since_us / 3600000000LL);
 	if (st && sqlite3_step(st) == SQLITE_ROW)
 		v = (uint64_t)sqlite3_column_int64(st, 0);
@@ -1140,4 +1141,19 @@ int store_function_set_reserved(struct store *s, int64_t tenant_id, const char *
 		rc = -ENOENT;
 	unlock(s);
 	return rc;
+}
+
+int64_t store_function_reserved(struct store *s, int64_t function_id)
+{
+	sqlite3_stmt *st;
+	int64_t v = 0;
+
+	lock(s);
+	st = prepc(s, "SELECT reserved FROM functions WHERE id = ?", "i", function_id);
+	if (st && sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	if (st)
+		done(s, st);
+	unlock(s);
+	return v;
 }

@@ -58,7 +58,7 @@ int store_limits_get(struct store *s, int64_t tenant_id, struct tenant_limits *l
 int store_limits_set(struct store *s, int64_t tenant_id, const struct tenant_limits *l);
 
 /* ---- usage ---- */
-/* Sum of MB-ms of the tenant's invocations that started at or after since_us. */
+/* MB-ms billed to the tenant since since_us: invocations and provisioned VMs. */
 uint64_t store_usage_since(struct store *s, int64_t tenant_id, int64_t since_us);
 /*
  * Usage between from_us and to_us from the hourly aggregates, grouped by
@@ -113,6 +113,8 @@ int store_function_set_provisioned(struct store *s, int64_t tenant_id, const cha
 int store_function_set_reserved(struct store *s, int64_t tenant_id, const char *name, int64_t n);
 /* Reservations of a tenant's functions: (function id, reserved) pairs. */
 int store_reservations(struct store *s, int64_t tenant_id, int64_t **ids, int64_t **res, size_t *n);
+/* Reserved concurrency of one function (by functions.id); 0 if none. */
+int64_t store_function_reserved(struct store *s, int64_t function_id);
 /* Sum of reservations of a tenant (0 = every tenant), leaving out one function of that tenant. */
 int64_t store_reserved_sum(struct store *s, int64_t tenant_id, const char *except_name);
 /* Versions whose function wants provisioned VMs: (version_id, count) pairs of latest versions. */

@@ -157,6 +157,8 @@ static int max_overlap(struct hd *h, const char *key, const char *fn)
 static json_t *usage(struct hd *h, const char *key, const char *tenant, const char *q);
 static void put_config(struct hd *h, const char *key, const char *fn, const char *json,
 		       long want, const char *code);
+static void par_two(struct hd *h, const char *key, const char *f1, int n1, struct par *p1,
+		    const char *f2, int n2, struct par *p2);
 
 /* ---- tests ------------------------------------------------------------------------- */
 
@@ -554,6 +556,30 @@ static void test_host_capacity(void **state)
 	hd_stop(h);
 }
 
+static void test_reservation_holds_host_slots(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--max-vms", "4", "--unreserved-floor", "1", NULL };
+	struct par pu[6], pr[2];
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "reserved", FNS_DIR "/multi", NULL);
+	deploy(h, key, "open", FNS_DIR "/multi", NULL);
+	put_config(h, key, "reserved", "{\"reserved\": 2}", 200, NULL);
+	sleep(2); /* the scheduler reads reservations within a second */
+	/* A burst on the unreserved function gets the 2 slots left; the 2 reserved stay free. */
+	par_two(h, key, "open", 6, pu, "reserved", 2, pr);
+	assert_int_equal(count(pu, 6, 200, NULL), 6); /* queued for the 2 slots, not refused */
+	assert_int_equal(count(pr, 2, 200, NULL), 2);
+	assert_true(max_overlap(h, key, "open") <= 2);
+	assert_int_equal(max_overlap(h, key, "reserved"), 2); /* both ran at once, beside the burst */
+	free(key);
+	hd_stop(h);
+}
+
 static void test_host_memory(void **state)
 {
 	struct hd *h = *state;
@@ -603,6 +629,11 @@ static void test_provisioned_metering(void **state)
 	assert_int_equal(pmbms, pms * 128);
 	assert_int_equal(json_integer_value(json_object_get(row, "invocations")), 0);
 	json_decref(j);
+	/* Provisioned GB-s counts against the monthly budget too. */
+	set_limits(h, "acme", "{\"budget_mb_ms\": 100000}"); /* less than already kept */
+	assert_int_equal(invoke(h, key, "hello", "x", NULL, &r), 429);
+	assert_string_equal(error_code(&r), "BudgetExceeded");
+	resp_free(&r);
 	/* Those records are usage, not invocations: the function's log stays empty. */
 	assert_int_equal(http(h, "GET", "/v1/functions/hello/logs", key, NULL, NULL, 0, NULL, &r), 200);
 	assert_non_null(strstr(r.body, "\"invocations\":[]"));
@@ -771,6 +802,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_crash_keeps_records, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserved_concurrency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reservation_holds_host_slots, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_provisioned_metering, setup, teardown),
 	};
 
