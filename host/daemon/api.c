@@ -444,17 +444,19 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		int64_t nfn = 0;
 		json_t *existing = store_function_get(a->store, who->tenant_id, name);
 
+		bool is_new = existing == NULL;
+
+		json_decref(existing);
 		store_limits_get(a->store, who->tenant_id, &lim);
 		if (lim.max_package_bytes > 0 && (int64_t)r->len > lim.max_package_bytes)
 			return send_error(c, 413, "PackageTooLarge",
 					  "the package is %zu bytes; this tenant's limit is %lld", r->len,
 					  (long long)lim.max_package_bytes);
 		store_function_count(a->store, who->tenant_id, &nfn);
-		if (!existing && lim.max_functions > 0 && nfn >= lim.max_functions)
+		if (is_new && lim.max_functions > 0 && nfn >= lim.max_functions)
 			return send_error(c, 403, "FunctionLimitExceeded",
 					  "this tenant may have at most %lld functions",
 					  (long long)lim.max_functions);
-		json_decref(existing);
 	}
 	if (ctype && strncmp(ctype, "application/json", 16) == 0) {
 		/* An admin deploys from a path on the server. */
