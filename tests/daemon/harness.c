@@ -373,3 +373,91 @@ int metric(struct hd *h, const char *name)
 	resp_free(&r);
 	return v;
 }
+
+/* ---- bursts: many requests at once (curl multi) --------------------------------- */
+
+static size_t par_body(char *p, size_t sz, size_t n, void *ud)
+{
+	struct par *r = ud;
+	size_t take = sz * n;
+
+	if (r->len + take >= sizeof(r->body))
+		take = sizeof(r->body) - 1 - r->len;
+	memcpy(r->body + r->len, p, take);
+	r->len += take;
+	r->body[r->len] = 0;
+	return sz * n;
+}
+
+static size_t par_hdr(char *p, size_t sz, size_t n, void *ud)
+{
+	struct par *r = ud;
+	size_t len = sz * n;
+
+	if (len > 13 && strncasecmp(p, "Retry-After: ", 13) == 0)
+		snprintf(r->retry_after, sizeof(r->retry_after), "%.*s", (int)(len - 15), p + 13);
+	if (len > 21 && strncasecmp(p, "X-Hearth-Request-Id: ", 21) == 0)
+		snprintf(r->request_id, sizeof(r->request_id), "%.*s", (int)(len - 23), p + 21);
+	return len;
+}
+
+/* Sends n invocations at once and waits for all of them. */
+void par_invoke_tick(struct hd *h, const char *key, const char *fn, const char *event, int n,
+		     struct par *out, void (*tick)(void *), void *ctx)
+{
+	CURLM *m = curl_multi_init();
+	CURL **e = calloc((size_t)n, sizeof(*e));
+	struct curl_slist *hl = NULL;
+	char auth[256], url[256];
+	int running = 0;
+
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+	hl = curl_slist_append(hl, auth);
+	hl = curl_slist_append(hl, "Expect:");
+	snprintf(url, sizeof(url), "%s/v1/functions/%s/invoke", h->base, fn);
+	for (int i = 0; i < n; i++) {
+		memset(&out[i], 0, sizeof(out[i]));
+		e[i] = curl_easy_init();
+		curl_easy_setopt(e[i], CURLOPT_URL, url);
+		curl_easy_setopt(e[i], CURLOPT_HTTPHEADER, hl);
+		curl_easy_setopt(e[i], CURLOPT_POSTFIELDS, event);
+		curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, par_body);
+		curl_easy_setopt(e[i], CURLOPT_WRITEDATA, &out[i]);
+		curl_easy_setopt(e[i], CURLOPT_HEADERFUNCTION, par_hdr);
+		curl_easy_setopt(e[i], CURLOPT_HEADERDATA, &out[i]);
+		curl_easy_setopt(e[i], CURLOPT_TIMEOUT, 120L);
+		curl_multi_add_handle(m, e[i]);
+	}
+	do {
+		curl_multi_perform(m, &running);
+		if (running)
+			curl_multi_poll(m, NULL, 0, 100, NULL);
+		if (tick)
+			tick(ctx);
+	} while (running > 0);
+	for (int i = 0; i < n; i++) {
+		curl_easy_getinfo(e[i], CURLINFO_RESPONSE_CODE, &out[i].status);
+		curl_multi_remove_handle(m, e[i]);
+		curl_easy_cleanup(e[i]);
+	}
+	curl_multi_cleanup(m);
+	curl_slist_free_all(hl);
+	free(e);
+}
+
+int par_count(const struct par *p, int n, long status, const char *code)
+{
+	int k = 0;
+
+	for (int i = 0; i < n; i++)
+		if (p[i].status == status && (!code || strstr(p[i].body, code)))
+			k++;
+	return k;
+}
+
+
+void par_invoke(struct hd *h, const char *key, const char *fn, const char *event, int n,
+		struct par *out)
+{
+	par_invoke_tick(h, key, fn, event, n, out, NULL, NULL);
+}

@@ -27,6 +27,15 @@ struct resp {
 	size_t hlen;
 };
 
+/* One request of a burst: status, start of the body, two headers. */
+struct par {
+	long status;
+	char body[512];
+	size_t len;
+	char retry_after[16];
+	char request_id[64];
+};
+
 extern const char *const process_engine[];
 
 int free_port(void);
@@ -51,5 +60,14 @@ long invoke(struct hd *h, const char *key, const char *name, const char *event,
 		   const char *extra, struct resp *r);
 json_t *wait_event(struct hd *h, const char *key, const char *id, const char *want);
 int metric(struct hd *h, const char *name);
+
+/* Sends n POSTs of event to fn's invoke at once and waits for all; tick (if any)
+ * runs between polls. */
+void par_invoke_tick(struct hd *h, const char *key, const char *fn, const char *event, int n,
+		     struct par *out, void (*tick)(void *), void *ctx);
+void par_invoke(struct hd *h, const char *key, const char *fn, const char *event, int n,
+		struct par *out);
+/* How many of the n results have this status (and contain code, if given). */
+int par_count(const struct par *p, int n, long status, const char *code);
 
 #endif

@@ -465,18 +465,6 @@ static void test_kill9_async_resumes(void **state)
 	hd_stop(h);
 }
 
-struct multi_ctx {
-	char *buf;
-	size_t len;
-};
-
-static size_t sink(char *p, size_t sz, size_t n, void *ud)
-{
-	(void)p;
-	(void)ud;
-	return sz * n;
-}
-
 static int thread_count(pid_t pid)
 {
 	char path[64], line[256];
@@ -493,69 +481,43 @@ static int thread_count(pid_t pid)
 	return n;
 }
 
+struct peak {
+	pid_t pid;
+	int threads;
+};
+
+static void sample_threads(void *ctx)
+{
+	struct peak *pk = ctx;
+	int t = thread_count(pk->pid);
+
+	if (t > pk->threads)
+		pk->threads = t;
+}
+
 static void test_thousand_in_flight(void **state)
 {
 	struct hd *h = *state;
 	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
 					    "--max-vms", "40", NULL };
 	enum { N = 1000 };
-	int n_req = getenv("HEARTH_TEST_N") ? atoi(getenv("HEARTH_TEST_N")) : N;
-	CURLM *m = curl_multi_init();
-	CURL *e[N];
-	struct curl_slist *hl = NULL;
-	char auth[256], url[256];
-	int running = 0, ok = 0, peak_threads = 0;
+	static struct par p[N];
+	struct peak pk = { 0 };
 	char *key;
+	int ok;
 
 	hd_start_args(h, args);
+	pk.pid = h->pid;
 	key = tenant_create(h, "acme");
 	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
-	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
-	hl = curl_slist_append(hl, auth);
-	hl = curl_slist_append(hl, "Expect:");
-	snprintf(url, sizeof(url), "%s/v1/functions/multi/invoke", h->base);
-	curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)N);
-	for (int i = 0; i < n_req; i++) {
-		e[i] = curl_easy_init();
-		curl_easy_setopt(e[i], CURLOPT_URL, url);
-		curl_easy_setopt(e[i], CURLOPT_HTTPHEADER, hl);
-		curl_easy_setopt(e[i], CURLOPT_POSTFIELDS, "slow");
-		curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, sink);
-		curl_easy_setopt(e[i], CURLOPT_TIMEOUT, 300L);
-		curl_easy_setopt(e[i], CURLOPT_FORBID_REUSE, 1L);
-		if (getenv("HEARTH_TEST_CURL_VERBOSE"))
-			curl_easy_setopt(e[i], CURLOPT_VERBOSE, 1L);
-		curl_multi_add_handle(m, e[i]);
-	}
-	do {
-		int t;
-
-		curl_multi_perform(m, &running);
-		curl_multi_poll(m, NULL, 0, 100, NULL);
-		t = thread_count(h->pid);
-		if (t > peak_threads)
-			peak_threads = t;
-		if (getenv("HEARTH_TEST_VERBOSE"))
-			fprintf(stderr, "running %d threads %d\n", running, t);
-	} while (running > 0);
-	for (int i = 0; i < n_req; i++) {
-		long st = 0;
-
-		curl_easy_getinfo(e[i], CURLINFO_RESPONSE_CODE, &st);
-		if (st == 200)
-			ok++;
-		else if (ok + 5 > i)
-			fprintf(stderr, "request %d: HTTP %ld\n", i, st);
-		curl_multi_remove_handle(m, e[i]);
-		curl_easy_cleanup(e[i]);
-	}
-	curl_multi_cleanup(m);
-	curl_slist_free_all(hl);
-	fprintf(stderr, "%d/%d invocations succeeded; hearthd peaked at %d threads\n", ok, n_req,
-		peak_threads);
-	assert_int_equal(ok, n_req);
+	/* 1000 connections at once, each held open until its invocation finishes. */
+	par_invoke_tick(h, key, "multi", "slow", N, p, sample_threads, &pk);
+	ok = par_count(p, N, 200, NULL);
+	fprintf(stderr, "%d/%d invocations succeeded; hearthd peaked at %d threads\n", ok, N,
+		pk.threads);
+	assert_int_equal(ok, N);
 	/* No thread per request: VM threads (at most --max-vms) plus a fixed few. */
-	assert_true(peak_threads > 0 && peak_threads < 40 + 16);
+	assert_true(pk.threads > 0 && pk.threads < 40 + 16);
 	free(key);
 	hd_stop(h);
 }

@@ -21,91 +21,6 @@
 #include "harness.h"
 #include "quota.h"
 
-struct par {
-	long status;
-	char body[512];
-	size_t len;
-	char retry_after[16];
-	char request_id[64];
-};
-
-static size_t par_body(char *p, size_t sz, size_t n, void *ud)
-{
-	struct par *r = ud;
-	size_t take = sz * n;
-
-	if (r->len + take >= sizeof(r->body))
-		take = sizeof(r->body) - 1 - r->len;
-	memcpy(r->body + r->len, p, take);
-	r->len += take;
-	r->body[r->len] = 0;
-	return sz * n;
-}
-
-static size_t par_hdr(char *p, size_t sz, size_t n, void *ud)
-{
-	struct par *r = ud;
-	size_t len = sz * n;
-
-	if (len > 13 && strncasecmp(p, "Retry-After: ", 13) == 0)
-		snprintf(r->retry_after, sizeof(r->retry_after), "%.*s", (int)(len - 15), p + 13);
-	if (len > 21 && strncasecmp(p, "X-Hearth-Request-Id: ", 21) == 0)
-		snprintf(r->request_id, sizeof(r->request_id), "%.*s", (int)(len - 23), p + 21);
-	return len;
-}
-
-/* Sends n invocations at once and waits for all of them. */
-static void par_invoke(struct hd *h, const char *key, const char *fn, const char *event, int n,
-		       struct par *out)
-{
-	CURLM *m = curl_multi_init();
-	CURL **e = calloc((size_t)n, sizeof(*e));
-	struct curl_slist *hl = NULL;
-	char auth[256], url[256];
-	int running = 0;
-
-	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
-	hl = curl_slist_append(hl, auth);
-	hl = curl_slist_append(hl, "Expect:");
-	snprintf(url, sizeof(url), "%s/v1/functions/%s/invoke", h->base, fn);
-	for (int i = 0; i < n; i++) {
-		memset(&out[i], 0, sizeof(out[i]));
-		e[i] = curl_easy_init();
-		curl_easy_setopt(e[i], CURLOPT_URL, url);
-		curl_easy_setopt(e[i], CURLOPT_HTTPHEADER, hl);
-		curl_easy_setopt(e[i], CURLOPT_POSTFIELDS, event);
-		curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, par_body);
-		curl_easy_setopt(e[i], CURLOPT_WRITEDATA, &out[i]);
-		curl_easy_setopt(e[i], CURLOPT_HEADERFUNCTION, par_hdr);
-		curl_easy_setopt(e[i], CURLOPT_HEADERDATA, &out[i]);
-		curl_easy_setopt(e[i], CURLOPT_TIMEOUT, 120L);
-		curl_multi_add_handle(m, e[i]);
-	}
-	do {
-		curl_multi_perform(m, &running);
-		if (running)
-			curl_multi_poll(m, NULL, 0, 100, NULL);
-	} while (running > 0);
-	for (int i = 0; i < n; i++) {
-		curl_easy_getinfo(e[i], CURLINFO_RESPONSE_CODE, &out[i].status);
-		curl_multi_remove_handle(m, e[i]);
-		curl_easy_cleanup(e[i]);
-	}
-	curl_multi_cleanup(m);
-	curl_slist_free_all(hl);
-	free(e);
-}
-
-static int count(struct par *p, int n, long status, const char *code)
-{
-	int k = 0;
-
-	for (int i = 0; i < n; i++)
-		if (p[i].status == status && (!code || strstr(p[i].body, code)))
-			k++;
-	return k;
-}
-
 static void set_limits(struct hd *h, const char *tenant, const char *json)
 {
 	struct resp r;
@@ -207,7 +122,7 @@ static void test_concurrency_limit(void **state)
 	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
 	set_limits(h, "acme", "{\"max_concurrency\": 3}");
 	par_invoke(h, key, "multi", "slow", N, p);
-	int ok = count(p, N, 200, NULL), refused = count(p, N, 429, "TenantConcurrencyLimitExceeded");
+	int ok = par_count(p, N, 200, NULL), refused = par_count(p, N, 429, "TenantConcurrencyLimitExceeded");
 	fprintf(stderr, "%d admitted, %d refused\n", ok, refused);
 	assert_int_equal(ok + refused, N);
 	assert_true(ok >= 3);
@@ -263,8 +178,8 @@ static void test_memory_quota(void **state)
 	deploy(h, key, "multi", FNS_DIR "/multi", NULL); /* 256 MB */
 	set_limits(h, "acme", "{\"max_memory_mb\": 512}");
 	par_invoke(h, key, "multi", "slow", 6, p);
-	assert_true(count(p, 6, 429, "MemoryQuotaExceeded") > 0);
-	assert_true(count(p, 6, 200, NULL) >= 2);
+	assert_true(par_count(p, 6, 429, "MemoryQuotaExceeded") > 0);
+	assert_true(par_count(p, 6, 200, NULL) >= 2);
 	assert_true(max_overlap(h, key, "multi") <= 2); /* 2 x 256 MB */
 	free(key);
 	hd_stop(h);
@@ -383,16 +298,16 @@ static void test_limit_change_under_load(void **state)
 	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
 	set_limits(h, "acme", "{\"max_concurrency\": 1}");
 	par_invoke(h, key, "multi", "slow", 12, p);
-	assert_true(count(p, 12, 200, NULL) >= 1);
-	assert_true(count(p, 12, 429, "TenantConcurrencyLimitExceeded") >= 8);
+	assert_true(par_count(p, 12, 200, NULL) >= 1);
+	assert_true(par_count(p, 12, 429, "TenantConcurrencyLimitExceeded") >= 8);
 	assert_int_equal(max_overlap(h, key, "multi"), 1);
 	/* No restart: the new limit applies to the next burst. */
 	set_limits(h, "acme", "{\"max_concurrency\": 12}");
 	par_invoke(h, key, "multi", "slow", 12, p);
-	assert_int_equal(count(p, 12, 200, NULL), 12);
+	assert_int_equal(par_count(p, 12, 200, NULL), 12);
 	set_limits(h, "acme", "{\"max_concurrency\": 0}"); /* 0 = unlimited */
 	par_invoke(h, key, "multi", "slow", 12, p);
-	assert_int_equal(count(p, 12, 200, NULL), 12);
+	assert_int_equal(par_count(p, 12, 200, NULL), 12);
 	free(key);
 	hd_stop(h);
 }
@@ -572,8 +487,8 @@ static void test_reservation_holds_host_slots(void **state)
 	sleep(2); /* the scheduler reads reservations within a second */
 	/* A burst on the unreserved function gets the 2 slots left; the 2 reserved stay free. */
 	par_two(h, key, "open", 6, pu, "reserved", 2, pr);
-	assert_int_equal(count(pu, 6, 200, NULL), 6); /* queued for the 2 slots, not refused */
-	assert_int_equal(count(pr, 2, 200, NULL), 2);
+	assert_int_equal(par_count(pu, 6, 200, NULL), 6); /* queued for the 2 slots, not refused */
+	assert_int_equal(par_count(pr, 2, 200, NULL), 2);
 	assert_true(max_overlap(h, key, "open") <= 2);
 	assert_int_equal(max_overlap(h, key, "reserved"), 2); /* both ran at once, beside the burst */
 	free(key);
@@ -769,11 +684,11 @@ static void test_reserved_concurrency(void **state)
 	put_config(h, key, "alpha", "{\"reserved\": -1}", 400, "InvalidRequest");
 	/* A burst on both at once: alpha gets its 2 (a guarantee), beta shares 4 - 2 = 2. */
 	par_two(h, key, "alpha", 4, pa, "beta", 8, pb);
-	int a_ok = count(pa, 4, 200, NULL), b_ok = count(pb, 8, 200, NULL);
+	int a_ok = par_count(pa, 4, 200, NULL), b_ok = par_count(pb, 8, 200, NULL);
 	fprintf(stderr, "alpha %d/4 admitted, beta %d/8 admitted\n", a_ok, b_ok);
 	assert_true(a_ok >= 2);
-	assert_true(count(pa, 4, 429, "ReservedConcurrencyLimitExceeded") + a_ok == 4);
-	assert_true(count(pb, 8, 429, "TenantConcurrencyLimitExceeded") + b_ok == 8);
+	assert_true(par_count(pa, 4, 429, "ReservedConcurrencyLimitExceeded") + a_ok == 4);
+	assert_true(par_count(pb, 8, 429, "TenantConcurrencyLimitExceeded") + b_ok == 8);
 	assert_true(max_overlap(h, key, "alpha") <= 2); /* a cap */
 	assert_true(max_overlap(h, key, "beta") <= 2);  /* never into alpha's share */
 	/* A second tenant cannot reserve past the host's capacity minus the floor (10 - 1). */
