@@ -4,6 +4,7 @@
 #include "frame.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,38 +130,50 @@ int frame_write(int fd, const void *buf, size_t len, size_t max, int64_t deadlin
 	return write_all(fd, buf, len, deadline_ms);
 }
 
+/*
+ * One read() of at most n bytes: FRAME_OK with *got > 0, FRAME_EAGAIN, or the
+ * end of the stream (FRAME_ETRUNC when a frame was under way, else FRAME_EOF).
+ */
+static int read_some(int fd, uint8_t *dst, size_t n, bool mid_frame, size_t *got)
+{
+	ssize_t r;
+
+	do
+		r = read(fd, dst, n);
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return FRAME_EAGAIN;
+		if (errno != ECONNRESET)
+			return FRAME_EIO;
+		r = 0; /* a reset peer is a closed peer */
+	}
+	if (r == 0)
+		return mid_frame ? FRAME_ETRUNC : FRAME_EOF;
+	*got = (size_t)r;
+	return FRAME_OK;
+}
+
 /* Reads exactly n bytes. *got counts what arrived, to tell EOF from truncation. */
 static int read_all(int fd, uint8_t *p, size_t n, int64_t deadline_ms, size_t *got)
 {
 	*got = 0;
 	while (*got < n) {
-		ssize_t r;
+		size_t k;
+		int rc;
 
-		if (deadline_ms >= 0) {
-			int rc = wait_fd(fd, POLLIN, deadline_ms);
-
+		if (deadline_ms >= 0 && (rc = wait_fd(fd, POLLIN, deadline_ms)) != 0)
+			return rc;
+		rc = read_some(fd, p + *got, n - *got, *got > 0, &k);
+		if (rc == FRAME_EAGAIN) {
+			rc = wait_fd(fd, POLLIN, deadline_ms);
 			if (rc)
 				return rc;
+			continue;
 		}
-		r = read(fd, p + *got, n - *got);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				int rc = wait_fd(fd, POLLIN, deadline_ms);
-
-				if (rc)
-					return rc;
-				continue;
-			}
-			if (errno == ECONNRESET)
-				return *got ? FRAME_ETRUNC : FRAME_EOF;
-			return FRAME_EIO;
-		}
-		if (r == 0)
-			return *got ? FRAME_ETRUNC : FRAME_EOF;
-		*got += (size_t)r;
+		if (rc)
+			return rc;
+		*got += k;
 	}
 	return FRAME_OK;
 }
@@ -254,7 +267,8 @@ int frame_reader_feed(struct frame_reader *r, const uint8_t *data, size_t len, s
 
 int frame_reader_poll(struct frame_reader *r, int fd, uint8_t **out, size_t *outlen)
 {
-	ssize_t got;
+	size_t got, used;
+	int rc;
 
 	*out = NULL;
 	*outlen = 0;
@@ -262,37 +276,20 @@ int frame_reader_poll(struct frame_reader *r, int fd, uint8_t **out, size_t *out
 	 * Read only what the current frame still needs, so bytes of the next
 	 * frame stay in the kernel buffer and no second buffer is needed here.
 	 */
-	if (r->hdr_have < FRAME_HDR_LEN || !r->body) {
-		uint8_t *dst = r->hdr + r->hdr_have;
-
-		if (r->hdr_have == FRAME_HDR_LEN) {
-			size_t used;
-			return frame_reader_feed(r, NULL, 0, &used, out, outlen);
-		}
-		do
-			got = read(fd, dst, FRAME_HDR_LEN - r->hdr_have);
-		while (got < 0 && errno == EINTR);
-		if (got < 0)
-			return (errno == EAGAIN || errno == EWOULDBLOCK) ? FRAME_EAGAIN :
-			       errno == ECONNRESET ? (r->hdr_have ? FRAME_ETRUNC : FRAME_EOF) :
-			       FRAME_EIO;
-		if (got == 0)
-			return r->hdr_have ? FRAME_ETRUNC : FRAME_EOF;
-		r->hdr_have += (size_t)got;
+	if (r->hdr_have < FRAME_HDR_LEN) {
+		rc = read_some(fd, r->hdr + r->hdr_have, FRAME_HDR_LEN - r->hdr_have, r->hdr_have > 0,
+			       &got);
+		if (rc)
+			return rc;
+		r->hdr_have += got;
 		if (r->hdr_have < FRAME_HDR_LEN)
 			return FRAME_EAGAIN;
-		size_t used;
-		return frame_reader_feed(r, NULL, 0, &used, out, outlen);
+	} else if (r->body) {
+		rc = read_some(fd, r->body + r->body_have, r->body_len - r->body_have, true, &got);
+		if (rc)
+			return rc;
+		r->body_have += got;
 	}
-	do
-		got = read(fd, r->body + r->body_have, r->body_len - r->body_have);
-	while (got < 0 && errno == EINTR);
-	if (got < 0)
-		return (errno == EAGAIN || errno == EWOULDBLOCK) ? FRAME_EAGAIN :
-		       errno == ECONNRESET ? FRAME_ETRUNC : FRAME_EIO;
-	if (got == 0)
-		return FRAME_ETRUNC;
-	r->body_have += (size_t)got;
-	size_t used;
+	/* A complete header without a body yet: the feed checks the length and allocates. */
 	return frame_reader_feed(r, NULL, 0, &used, out, outlen);
 }

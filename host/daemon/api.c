@@ -174,11 +174,6 @@ const char *api_status_name(const struct invocation *inv)
 	}
 }
 
-static uint64_t billed_ms(uint64_t duration_us)
-{
-	return quota_billed_ms(duration_us);
-}
-
 void api_record_invocation(struct store *store, struct invocation *inv, const char *kind,
 			   int attempt, struct inv_record *rec_out)
 {
@@ -202,7 +197,7 @@ void api_record_invocation(struct store *store, struct invocation *inv, const ch
 
 	if (inv->outcome == INV_OK) {
 		rec.duration_us = inv->res.duration_us;
-		rec.billed_ms = billed_ms(inv->res.duration_us);
+		rec.billed_ms = quota_billed_ms(inv->res.duration_us);
 		rec.mb_ms = quota_mb_ms(inv->ver.memory_mb, rec.billed_ms);
 		rec.max_rss_kb = inv->res.max_rss_kb;
 		rec.error = inv->res.error;
@@ -240,7 +235,7 @@ static void sync_done(struct invocation *inv)
 {
 	struct req *r = inv->arg;
 	uint64_t mb_ms = inv->outcome == INV_OK ?
-		quota_mb_ms(inv->ver.memory_mb, billed_ms(inv->res.duration_us)) : 0;
+		quota_mb_ms(inv->ver.memory_mb, quota_billed_ms(inv->res.duration_us)) : 0;
 
 	/* The record is committed before the response can go out. */
 	api_record_invocation(r->api->store, inv, "sync", 1, NULL);
@@ -285,7 +280,7 @@ static enum MHD_Result respond_invocation(struct req *r)
 				 h);
 	}
 	snprintf(dur, sizeof(dur), "%.3f", inv->res.duration_us / 1000.0);
-	snprintf(billed, sizeof(billed), "%llu", (unsigned long long)billed_ms(inv->res.duration_us));
+	snprintf(billed, sizeof(billed), "%llu", (unsigned long long)quota_billed_ms(inv->res.duration_us));
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)((inv->res.max_rss_kb + 1023) / 1024));
 	h[k++] = "X-Hearth-Duration-Ms";
 	h[k++] = dur;

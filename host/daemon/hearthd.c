@@ -72,8 +72,8 @@ static void usage_hook(void *ctx, int64_t tenant, uint64_t mb_ms)
 	quota_add_usage(ctx, tenant, mb_ms);
 }
 
-/* The newest complete kernel build in the cache (kernel-config/build). */
-static char *find_kernel(void)
+/* `file` (bzImage or vmlinux) of the newest complete kernel build in the cache (kernel-config/build). */
+static char *find_kernel(const char *file)
 {
 	char dir[PATH_MAX], *best = NULL;
 	time_t best_t = 0;
@@ -90,7 +90,7 @@ static char *find_kernel(void)
 		if (de->d_name[0] == '.')
 			continue;
 		snprintf(done, sizeof(done), "%s/%s/done", dir, de->d_name);
-		snprintf(bz, sizeof(bz), "%s/%s/bzImage", dir, de->d_name);
+		snprintf(bz, sizeof(bz), "%s/%s/%s", dir, de->d_name, file);
 		if (stat(done, &st) == 0 && access(bz, R_OK) == 0 && st.st_mtime >= best_t) {
 			best_t = st.st_mtime;
 			free(best);
@@ -219,8 +219,7 @@ int main(int argc, char **argv)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	if (mkdirs(state_dir, 0700) || mkdirs(run_dir, 0700) ||
-	    (sock && mkdirs(sock[0] == '/' ? "/run/hearth" : ".", 0755) && 0)) {
+	if (mkdirs(state_dir, 0700) || mkdirs(run_dir, 0700)) {
 		fprintf(stderr, "hearthd: cannot create %s or %s: %s\n", state_dir, run_dir,
 			strerror(errno));
 		return 1;
@@ -250,19 +249,11 @@ int main(int argc, char **argv)
 
 		snprintf(bdir, sizeof(bdir), "%s/vmm", run_dir);
 		mkdirs(bdir, 0700);
-		if (!builtin_kernel) {
-			char *bz = find_kernel();
-
-			/* The cache holds vmlinux beside bzImage; hearth-vmm boots either. */
-			if (bz) {
-				builtin_kernel = bz;
-				char *slash = strrchr(builtin_kernel, '/');
-				if (slash && strlen(slash) >= 8)
-					strcpy(slash + 1, "vmlinux");
-				if (access(builtin_kernel, R_OK) != 0)
-					strcpy(slash + 1, "bzImage");
-			}
-		}
+		/* The cache holds vmlinux beside bzImage; hearth-vmm boots either. */
+		if (!builtin_kernel)
+			builtin_kernel = find_kernel("vmlinux");
+		if (!builtin_kernel)
+			builtin_kernel = find_kernel("bzImage");
 		if (!builtin_kernel) {
 			fprintf(stderr, "hearthd: no guest kernel for the builtin engine; run "
 					"kernel-config/build or pass --builtin-kernel\n");
@@ -288,7 +279,7 @@ int main(int argc, char **argv)
 			hlog_info("hearthd", "engine libvirt (accelerator %s)",
 				  hearth_engine_accel(eng.libvirt));
 			if (!kernel)
-				kernel = find_kernel();
+				kernel = find_kernel("bzImage");
 			if (!kernel) {
 				fprintf(stderr, "hearthd: no guest kernel; run kernel-config/build or "
 						"pass --kernel\n");

@@ -129,8 +129,9 @@ static struct fstate *fn_get(struct tstate *t, int64_t function_id)
 /* Called with q->mu held. */
 static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 {
-	int64_t start, next;
-	int month = month_of(wall_us(), &start, &next);
+	int64_t wall = wall_us(), start, next;
+	/* The month boundaries (two timegm calls) are only needed when the month changes. */
+	int month = month_of(wall, NULL, NULL);
 
 	if (!t->loaded) {
 		int64_t *ids = NULL, *res = NULL;
@@ -156,6 +157,7 @@ static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 		t->loaded = true;
 	}
 	if (t->month != month) {
+		month_of(wall, &start, &next);
 		t->month_mb_ms = store_usage_since(q->store, t->tenant, start);
 		t->month = month;
 	}

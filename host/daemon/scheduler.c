@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "quota.h"
 
 struct pool {
 	int64_t version_id;
@@ -382,8 +383,8 @@ static void meter_provisioned(struct sched *s, struct pool *p, struct hearth_vm 
 	rec.start_us = *since;
 	rec.end_us = now;
 	rec.duration_us = (uint64_t)(now - *since);
-	rec.billed_ms = (rec.duration_us + 999) / 1000;
-	rec.mb_ms = (uint64_t)p->ver.memory_mb * rec.billed_ms;
+	rec.billed_ms = quota_billed_ms(rec.duration_us);
+	rec.mb_ms = quota_mb_ms(p->ver.memory_mb, rec.billed_ms);
 	rec.memory_mb = p->ver.memory_mb;
 	rec.status = "Provisioned";
 	if (store_invocation_add(s->store, &rec))
@@ -800,16 +801,25 @@ int sched_prewarm(struct sched *s, const struct fn_version *v, int count)
 
 void sched_reconcile(struct sched *s)
 {
-	int64_t *ids;
+	int64_t *ids, *rids, *rcounts, total_reserved = 0;
 	int *counts;
-	size_t n;
-	int64_t total_reserved = store_reserved_sum(s->store, 0, NULL);
+	size_t n, nr;
 
+	/* All SQL first: the scheduler lock is not held across queries. */
 	store_provisioned_list(s->store, &ids, &counts, &n);
+	store_reservations(s->store, 0, &rids, &rcounts, &nr);
+	for (size_t i = 0; i < nr; i++)
+		total_reserved += rcounts[i];
 	pthread_mutex_lock(&s->mu);
 	s->reserved_total = total_reserved;
-	for (struct pool *p = s->pools; p; p = p->next)
-		p->reserved = store_function_reserved(s->store, p->ver.function_id);
+	for (struct pool *p = s->pools; p; p = p->next) {
+		p->reserved = 0;
+		for (size_t i = 0; i < nr; i++)
+			if (rids[i] == p->ver.function_id)
+				p->reserved = rcounts[i];
+	}
+	free(rids);
+	free(rcounts);
 	for (struct pool *p = s->pools; p; p = p->next) {
 		int want = 0;
 

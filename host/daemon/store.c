@@ -1035,22 +1035,6 @@ json_t *store_usage_query(struct store *s, int64_t tenant_id, int64_t from_us, i
 	return j;
 }
 
-json_t *store_usage_raw_totals(struct store *s, int64_t tenant_id, int64_t from_us, int64_t to_us)
-{
-	json_t *j, *o;
-
-	lock(s);
-	j = rows_json(prep(s, "SELECT COUNT(*) AS invocations, IFNULL(SUM(billed_ms), 0) AS billed_ms,"
-			      " IFNULL(SUM(mb_ms), 0) AS mb_ms FROM invocations WHERE (? = 0 OR"
-			      " tenant_id = ?) AND start_us >= ? AND start_us < ?", "iiii",
-			   tenant_id, tenant_id, from_us / 3600000000LL * 3600000000LL,
-			   (to_us + 3600000000LL - 1) / 3600000000LL * 3600000000LL));
-	unlock(s);
-	o = json_incref(json_array_get(j, 0));
-	json_decref(j);
-	return o;
-}
-
 /* ---- snapshot index ----------------------------------------------------------- */
 
 int store_snapshot_put(struct store *s, int64_t version_id, const char *engine, const char *kernel_id,
@@ -1096,8 +1080,8 @@ int store_reservations(struct store *s, int64_t tenant_id, int64_t **ids, int64_
 	*ids = NULL;
 	*res = NULL;
 	lock(s);
-	st = prep(s, "SELECT id, reserved FROM functions WHERE tenant_id = ? AND reserved > 0", "i",
-		  tenant_id);
+	st = prep(s, "SELECT id, reserved FROM functions WHERE (? = 0 OR tenant_id = ?) AND reserved > 0",
+		  "ii", tenant_id, tenant_id);
 	while (st && sqlite3_step(st) == SQLITE_ROW) {
 		if (k == cap) {
 			cap = cap ? cap * 2 : 8;

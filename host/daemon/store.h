@@ -66,8 +66,6 @@ uint64_t store_usage_since(struct store *s, int64_t tenant_id, int64_t since_us)
  */
 json_t *store_usage_query(struct store *s, int64_t tenant_id, int64_t from_us, int64_t to_us,
 			  const char *group_by);
-/* The same sums computed from the raw invocation records (for checks). */
-json_t *store_usage_raw_totals(struct store *s, int64_t tenant_id, int64_t from_us, int64_t to_us);
 
 /* ---- snapshot index (engines that clone) ---- */
 int store_snapshot_put(struct store *s, int64_t version_id, const char *engine, const char *kernel_id,
@@ -111,7 +109,7 @@ int store_function_delete(struct store *s, int64_t tenant_id, const char *name, 
 int store_function_set_provisioned(struct store *s, int64_t tenant_id, const char *name, int n);
 /* Reserved concurrency of a function (0 = none). */
 int store_function_set_reserved(struct store *s, int64_t tenant_id, const char *name, int64_t n);
-/* Reservations of a tenant's functions: (function id, reserved) pairs. */
+/* Reservations of a tenant's functions (tenant 0 = every tenant): (function id, reserved) pairs. */
 int store_reservations(struct store *s, int64_t tenant_id, int64_t **ids, int64_t **res, size_t *n);
 /* Reserved concurrency of one function (by functions.id); 0 if none. */
 int64_t store_function_reserved(struct store *s, int64_t function_id);
