@@ -297,6 +297,17 @@ int cmd_event(int argc, char **argv)
 	return event_follow(argv[optind], wait);
 }
 
+/* --limit N, 1..1000; says why on stderr and returns -1 when N is refused. */
+static int parse_limit(const char *arg, long long *limit)
+{
+	*limit = hctl_parse_count("--limit", arg, 1000);
+	if (*limit >= 1)
+		return 0;
+	if (*limit == 0)
+		fprintf(stderr, "hearthctl: --limit must be at least 1\n");
+	return -1;
+}
+
 static void logs_usage(FILE *f)
 {
 	fprintf(f, "usage: hearthctl logs [--limit N] [--json] NAME\n"
@@ -363,11 +374,8 @@ int cmd_logs(int argc, char **argv)
 	while ((c = hctl_getopt(argc, argv, "n:jh", longopts)) != -1) {
 		switch (c) {
 		case 'n':
-			if ((limit = hctl_parse_count("--limit", optarg, 1000)) < 1) {
-				if (limit == 0)
-					fprintf(stderr, "hearthctl: --limit must be at least 1\n");
+			if (parse_limit(optarg, &limit))
 				return HCTL_EXIT_USAGE;
-			}
 			break;
 		case 'j': json = true; break;
 		case 'h': logs_usage(stdout); return 0;
@@ -421,11 +429,8 @@ int cmd_dead_letters(int argc, char **argv)
 	while ((c = hctl_getopt(argc, argv, "n:jh", longopts)) != -1) {
 		switch (c) {
 		case 'n':
-			if ((limit = hctl_parse_count("--limit", optarg, 1000)) < 1) {
-				if (limit == 0)
-					fprintf(stderr, "hearthctl: --limit must be at least 1\n");
+			if (parse_limit(optarg, &limit))
 				return HCTL_EXIT_USAGE;
-			}
 			break;
 		case 'j': json = true; break;
 		case 'h': dl_usage(stdout); return 0;

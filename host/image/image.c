@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include "image.h"
+#include "image_priv.h"
 
 #define MAX_ENTRIES 20000
 #define MAX_DEPTH 64
@@ -51,18 +52,6 @@ struct ents {
 	uint64_t max_bytes;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static void ents_free(struct ents *e)
 {

@@ -11,24 +11,13 @@
 #include <jansson.h>
 
 #include "image.h"
+#include "image_priv.h"
 
 #define MAX_PATH_LEN 1024
 #define MAX_ARGS 256
 #define MAX_ENV 1024
 #define MAX_ENV_BYTES (64 * 1024)
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 void hearth_manifest_free(struct hearth_manifest *m)
 {
