@@ -20,12 +20,15 @@
 #include "exec.h"
 #include "msg.h"
 #include "pid1.h"
+#include "runtime.h"
 
 #define REPLY_TIMEOUT_MS 10000
 #define STALL_TIMEOUT_MS 30000   /* a frame left half-sent this long is dropped */
 #define SERIAL_RETRY_MS 20
 #define MIN_PEER_FRAME (64u * 1024u)
-#define RESULT_OVERHEAD (64u * 1024u)
+/* An InvokeResult's bytes besides body and logs: ids, error text, numbers. */
+#define RESULT_OVERHEAD (4u * 1024u)
+#define MIN_RESEED 32u
 #define DEFAULT_TIMEOUT_MS 3000u
 #define DEFAULT_MAX_RESPONSE (6u * 1024u * 1024u)
 #define DEFAULT_MAX_LOG (64u * 1024u)
@@ -47,6 +50,9 @@ struct config {
 	char *workdir;
 	uint32_t timeout_ms;
 	size_t max_out, max_log;
+	bool runtime;            /* HANDLER_RUNTIME: handler is a long-lived bootstrap */
+	uint32_t init_timeout_ms;
+	char *function_arn;
 };
 
 struct agent {
@@ -73,8 +79,12 @@ struct agent {
 	uint8_t *run_payload;
 	struct run run;
 
+	struct rt *rt;       /* the Runtime API, opened by the first RUNTIME Configure */
+	uint64_t rt_cfg_seq; /* the Configure waiting for the runtime's first /next */
+
 	struct pending q[AGENT_QUEUE_MAX];
 	size_t qhead, qlen;
+	size_t qbytes;       /* payload and request id bytes held by the queue */
 	bool quit;
 	int exit_status;
 };
@@ -124,7 +134,7 @@ static void reply_error(struct agent *a, uint64_t seq, Hearth__ErrorCode code, c
 {
 	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
 	Hearth__Error err = HEARTH__ERROR__INIT;
-	char buf[512];
+	char buf[2048];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -163,8 +173,10 @@ static void reply_ready(struct agent *a, uint64_t seq, uint64_t init_us)
 	reply(a, &env);
 }
 
-static void reply_result(struct agent *a, uint64_t seq, const char *reqid,
-			 Hearth__InvokeStatus status, const char *error, const struct run *r)
+/* Sends one InvokeResult; p (body, logs, numbers) may be NULL. */
+static void reply_result_parts(struct agent *a, uint64_t seq, const char *reqid,
+			       Hearth__InvokeStatus status, const char *error,
+			       const struct rt_result *p)
 {
 	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
 	Hearth__InvokeResult res = HEARTH__INVOKE_RESULT__INIT;
@@ -172,26 +184,69 @@ static void reply_result(struct agent *a, uint64_t seq, const char *reqid,
 	res.request_id = (char *)reqid;
 	res.status = status;
 	res.error = (char *)(error ? error : "");
-	if (r) {
-		int code;
-		enum run_outcome o = run_outcome(r, &code);
-
-		if (o == RUN_EXITED)
-			res.exit_code = code;
-		else if (o == RUN_SIGNALED)
-			res.signal = code;
-		res.body.data = r->out;
-		res.body.len = r->out_len;
-		res.logs.data = r->log;
-		res.logs.len = r->log_len;
-		res.logs_truncated = r->log_truncated;
-		res.duration_us = run_duration_us(r);
-		res.max_rss_kb = (uint64_t)r->ru.ru_maxrss;
+	if (p) {
+		res.exit_code = p->exit_code;
+		res.signal = p->signal;
+		res.body.data = (uint8_t *)p->body;
+		res.body.len = p->body_len;
+		res.logs.data = (uint8_t *)p->logs;
+		res.logs.len = p->logs_len;
+		res.logs_truncated = p->logs_truncated;
+		res.duration_us = p->duration_us;
+		res.max_rss_kb = p->max_rss_kb;
 	}
 	env.seq = seq;
 	env.msg_case = HEARTH__ENVELOPE__MSG_INVOKE_RESULT;
 	env.invoke_result = &res;
+	/*
+	 * Every invocation ends in exactly one InvokeResult. One the host's frame
+	 * limit cannot take (the limit shrank since Configure, or a huge request
+	 * id) becomes a function error without its body and logs; the host
+	 * matches results by seq, so even the request id may go.
+	 */
+	size_t size = hearth__envelope__get_packed_size(&env);
+	char msg[256]; /* res.error may point here until reply() has sent it */
+
+	if (size > a->peer_max) {
+		snprintf(msg, sizeof(msg), "response too large: the result takes %zu bytes; the host"
+			 " accepts frames of at most %zu", size, a->peer_max);
+		logf_(a, "invoke %.64s: %s", reqid ? reqid : "", msg);
+		res.status = HEARTH__INVOKE_STATUS__INVOKE_RESPONSE_TOO_LARGE;
+		res.error = msg;
+		res.body.data = NULL;
+		res.body.len = 0;
+		res.logs.data = NULL;
+		res.logs.len = 0;
+		res.logs_truncated = p && p->logs_len > 0;
+		if (hearth__envelope__get_packed_size(&env) > a->peer_max)
+			res.request_id = (char *)"";
+	}
 	reply(a, &env);
+}
+
+static void reply_result(struct agent *a, uint64_t seq, const char *reqid,
+			 Hearth__InvokeStatus status, const char *error, const struct run *r)
+{
+	struct rt_result p = { 0 };
+	int code;
+
+	if (!r) {
+		reply_result_parts(a, seq, reqid, status, error, NULL);
+		return;
+	}
+	switch (run_outcome(r, &code)) {
+	case RUN_EXITED: p.exit_code = code; break;
+	case RUN_SIGNALED: p.signal = code; break;
+	default: break;
+	}
+	p.body = r->out;
+	p.body_len = r->out_len;
+	p.logs = r->log;
+	p.logs_len = r->log_len;
+	p.logs_truncated = r->log_truncated;
+	p.duration_us = run_duration_us(r);
+	p.max_rss_kb = (uint64_t)r->ru.ru_maxrss;
+	reply_result_parts(a, seq, reqid, status, error, &p);
 }
 
 /* ---- configuration ------------------------------------------------------- */
@@ -211,7 +266,24 @@ static void config_free(struct config *c)
 	free_strv(c->argv);
 	free_strv(c->envp);
 	free(c->workdir);
+	free(c->function_arn);
 	memset(c, 0, sizeof(*c));
+}
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static size_t configure_bytes(const Hearth__Configure *m)
+{
+	size_t n = (m->handler ? strlen(m->handler) : 0) + (m->workdir ? strlen(m->workdir) : 0) +
+		   (m->init ? strlen(m->init) : 0);
+
+	for (size_t i = 0; i < m->n_args; i++)
+		n += strlen(m->args[i]) + 1 + sizeof(char *);
+	for (size_t i = 0; i < m->n_env; i++)
+		n += strlen(m->env[i]->key) + (m->env[i]->value ? strlen(m->env[i]->value) : 0) + 2 +
+		     sizeof(char *);
+	return n;
 }
 
 static bool env_has(char **envp, size_t n, const char *key)
@@ -232,18 +304,31 @@ static const char *config_take(struct config *c, const Hearth__Configure *m, siz
 	memset(c, 0, sizeof(*c));
 	if (!m->handler || m->handler[0] != '/')
 		return "handler must be an absolute path";
-	if (m->mode != HEARTH__HANDLER_MODE__HANDLER_EXEC)
-		return "only exec mode is supported";
+	if (m->mode != HEARTH__HANDLER_MODE__HANDLER_EXEC &&
+	    m->mode != HEARTH__HANDLER_MODE__HANDLER_RUNTIME)
+		return "unknown handler mode";
+	if (m->mode == HEARTH__HANDLER_MODE__HANDLER_RUNTIME && m->init && m->init[0])
+		return "runtime mode has no init step: the bootstrap initialises itself";
+	if (m->function_arn && strlen(m->function_arn) > 256)
+		return "function_arn exceeds 256 bytes";
 	if (m->init && m->init[0] && m->init[0] != '/')
 		return "init must be an absolute path";
+	if (m->n_args > AGENT_CONFIGURE_MAX_ARGS || m->n_env > AGENT_CONFIGURE_MAX_ENV)
+		return "too many args or env entries (at most " STR(AGENT_CONFIGURE_MAX_ARGS) " and "
+		       STR(AGENT_CONFIGURE_MAX_ENV) ")";
 	for (size_t i = 0; i < m->n_env; i++)
 		if (!m->env[i]->key || !m->env[i]->key[0] || strchr(m->env[i]->key, '='))
 			return "env keys must be non-empty and contain no '='";
+	if (configure_bytes(m) > AGENT_CONFIGURE_MAX_BYTES)
+		return "handler, args, env and workdir exceed " STR(AGENT_CONFIGURE_MAX_BYTES) " bytes";
 	c->handler = strdup(m->handler);
 	c->argv = calloc(m->n_args + 2, sizeof(char *));
 	c->envp = calloc(m->n_env + 3, sizeof(char *));
 	c->workdir = strdup(m->workdir && m->workdir[0] ? m->workdir : "/");
-	if (!c->handler || !c->argv || !c->envp || !c->workdir)
+	c->function_arn = strdup(m->function_arn ? m->function_arn : "");
+	c->runtime = m->mode == HEARTH__HANDLER_MODE__HANDLER_RUNTIME;
+	c->init_timeout_ms = m->init_timeout_ms ? m->init_timeout_ms : DEFAULT_INIT_TIMEOUT_MS;
+	if (!c->handler || !c->argv || !c->envp || !c->workdir || !c->function_arn)
 		goto nomem;
 	c->argv[0] = strdup(m->handler);
 	for (size_t i = 0; i < m->n_args; i++)
@@ -263,9 +348,16 @@ static const char *config_take(struct config *c, const Hearth__Configure *m, siz
 	if (c->max_log > peer_max / 4)
 		c->max_log = peer_max / 4;
 	c->max_out = m->max_response_bytes ? m->max_response_bytes : DEFAULT_MAX_RESPONSE;
-	/* A result must fit in one frame the host accepts: body + logs + envelope. */
-	if (c->max_out > peer_max - c->max_log - RESULT_OVERHEAD)
-		c->max_out = peer_max - c->max_log - RESULT_OVERHEAD;
+	/*
+	 * A result must fit in one frame the host accepts: body + logs + envelope.
+	 * peer_max >= MIN_PEER_FRAME and max_log <= peer_max / 4 keep this positive;
+	 * reply_result() still checks each result against the limit of the moment.
+	 */
+	size_t room = peer_max > c->max_log + RESULT_OVERHEAD ?
+			      peer_max - c->max_log - RESULT_OVERHEAD : 0;
+
+	if (c->max_out > room)
+		c->max_out = room;
 	c->set = true;
 	return NULL;
 nomem:
@@ -290,6 +382,8 @@ static int start_run(struct agent *a, const char *path, char **argv, const uint8
 		.max_out = a->cfg.max_out,
 		.max_log = a->cfg.max_log,
 		.timeout_ms = timeout_ms,
+		.uid = a->o->handler_uid,
+		.gid = a->o->handler_gid,
 	};
 	int rc = run_start(&a->run, &spec);
 
@@ -371,14 +465,44 @@ static void pending_free(struct pending *p)
 	memset(p, 0, sizeof(*p));
 }
 
+static bool can_start(const struct agent *a)
+{
+	if (a->cfg.set && a->cfg.runtime)
+		return rt_can_invoke(a->rt);
+	return !a->running;
+}
+
 static void start_next(struct agent *a)
 {
-	while (!a->running && a->qlen > 0) {
+	while (can_start(a) && a->qlen > 0) {
 		struct pending p = a->q[a->qhead];
 		int rc;
 
 		a->qhead = (a->qhead + 1) % AGENT_QUEUE_MAX;
 		a->qlen--;
+		a->qbytes -= p.len + strlen(p.request_id);
+		if (!a->cfg.set) {
+			/* Queued while an init step ran, and that init failed: no handler. */
+			reply_result(a, p.seq, p.request_id,
+				     HEARTH__INVOKE_STATUS__INVOKE_NOT_CONFIGURED,
+				     "the init step failed: the agent has no handler", NULL);
+			pending_free(&p);
+			continue;
+		}
+		if (a->cfg.runtime) {
+			if (!rt_valid_request_id(p.request_id)) {
+				reply_result(a, p.seq, p.request_id,
+					     HEARTH__INVOKE_STATUS__INVOKE_REJECTED,
+					     "runtime mode: the request id must be 1 to 128 of"
+					     " [A-Za-z0-9._-] (it goes into Runtime API paths)", NULL);
+				pending_free(&p);
+				continue;
+			}
+			/* The runtime owns request id and payload from here. */
+			rt_invoke(a->rt, p.seq, p.request_id, p.payload, p.len,
+				  p.timeout_ms ? p.timeout_ms : a->cfg.timeout_ms);
+			continue;
+		}
 		rc = start_run(a, a->cfg.handler, a->cfg.argv, p.payload, p.len,
 			       p.timeout_ms ? p.timeout_ms : a->cfg.timeout_ms);
 		if (rc < 0) {
@@ -405,6 +529,7 @@ static void queue_clear(struct agent *a)
 		a->qhead = (a->qhead + 1) % AGENT_QUEUE_MAX;
 		a->qlen--;
 	}
+	a->qbytes = 0;
 }
 
 /* ---- messages ------------------------------------------------------------ */
@@ -439,13 +564,92 @@ static void on_hello(struct agent *a, const Hearth__Envelope *e)
 	reply(a, &env);
 }
 
+/* ---- runtime mode (runtime.h) --------------------------------------------- */
+
+static void rt_hook_ready(void *ud, uint64_t init_us)
+{
+	struct agent *a = ud;
+
+	reply_ready(a, a->rt_cfg_seq, init_us);
+	start_next(a);
+}
+
+static void rt_hook_init_failed(void *ud, const char *msg, const uint8_t *logs, size_t len)
+{
+	struct agent *a = ud;
+	size_t tail = len > 1024 ? 1024 : len;
+
+	config_free(&a->cfg);
+	reply_error(a, a->rt_cfg_seq, HEARTH__ERROR_CODE__ERR_INIT_FAILED,
+		    "runtime init failed: %s; output: %.*s", msg, (int)tail,
+		    logs ? (const char *)logs + (len - tail) : "");
+	rt_stop(a->rt);
+	start_next(a); /* whatever was queued is answered NOT_CONFIGURED */
+}
+
+static void rt_hook_result(void *ud, const struct rt_result *r)
+{
+	struct agent *a = ud;
+
+	reply_result_parts(a, r->seq, r->request_id, (Hearth__InvokeStatus)r->status,
+			   r->error[0] ? r->error : NULL, r);
+	start_next(a);
+}
+
+static void rt_hook_log(void *ud, const char *msg)
+{
+	logf_(ud, "%s", msg);
+}
+
+static void configure_runtime(struct agent *a, uint64_t seq)
+{
+	struct rt_spec spec = {
+		.bootstrap = a->cfg.handler,
+		.argv = a->cfg.argv,
+		.envp = a->cfg.envp,
+		.workdir = a->cfg.workdir,
+		.max_out = a->cfg.max_out,
+		.max_log = a->cfg.max_log,
+		.init_timeout_ms = a->cfg.init_timeout_ms,
+		.function_arn = a->cfg.function_arn,
+		.uid = a->o->handler_uid,
+		.gid = a->o->handler_gid,
+	};
+	char err[256];
+
+	if (!a->rt) {
+		struct rt_hooks hooks = {
+			.ud = a,
+			.ready = rt_hook_ready,
+			.init_failed = rt_hook_init_failed,
+			.result = rt_hook_result,
+			.log = rt_hook_log,
+		};
+
+		if (rt_open(&a->rt, a->o->runtime_addr ? a->o->runtime_addr :
+				    (a->o->pid1 ? RT_DEFAULT_ADDR : "127.0.0.1:0"),
+			    &hooks, err, sizeof(err)) < 0) {
+			config_free(&a->cfg);
+			reply_error(a, seq, HEARTH__ERROR_CODE__ERR_INTERNAL, "configure: %s", err);
+			return;
+		}
+		logf_(a, "Runtime API on %s", rt_address(a->rt));
+	}
+	a->rt_cfg_seq = seq;
+	if (rt_start(a->rt, &spec, err, sizeof(err)) < 0) {
+		config_free(&a->cfg);
+		reply_error(a, seq, HEARTH__ERROR_CODE__ERR_INTERNAL, "configure: %s", err);
+	}
+	/* Ready (or ERR_INIT_FAILED) follows from the runtime: rt_hook_ready/_init_failed. */
+}
+
 static void on_configure(struct agent *a, const Hearth__Envelope *e)
 {
 	const Hearth__Configure *m = e->configure;
 	struct config c;
 	const char *err;
 
-	if (a->running || a->qlen) {
+	if (a->running || a->qlen || (a->rt && rt_busy(a->rt))) {
 		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_BUSY,
 			    "cannot reconfigure while an invocation is running or queued");
 		return;
@@ -457,6 +661,12 @@ static void on_configure(struct agent *a, const Hearth__Envelope *e)
 	}
 	config_free(&a->cfg);
 	a->cfg = c;
+	if (a->rt)
+		rt_stop(a->rt); /* a new configuration starts a new runtime, or none */
+	if (c.runtime) {
+		configure_runtime(a, e->seq);
+		return;
+	}
 	if (m->init && m->init[0]) {
 		char *argv[] = { m->init, NULL };
 		int rc = start_run(a, m->init, argv, NULL, 0,
@@ -486,9 +696,18 @@ static void on_invoke(struct agent *a, const Hearth__Envelope *e)
 			     "Invoke before Configure: the agent has no handler", NULL);
 		return;
 	}
+	size_t bytes = m->payload.len + (m->request_id ? strlen(m->request_id) : 0);
+
 	if (a->qlen == AGENT_QUEUE_MAX) {
 		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_BUSY,
 			    "invoke queue full (%d waiting)", AGENT_QUEUE_MAX);
+		return;
+	}
+	/* Bounded in bytes too: the queue holds copies of whole payloads. */
+	if (a->qlen > 0 && a->qbytes + bytes > AGENT_QUEUE_MAX_BYTES) {
+		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_BUSY,
+			    "invoke queue full (%zu bytes waiting, at most %u)", a->qbytes,
+			    AGENT_QUEUE_MAX_BYTES);
 		return;
 	}
 	p = &a->q[(a->qhead + a->qlen) % AGENT_QUEUE_MAX];
@@ -505,6 +724,7 @@ static void on_invoke(struct agent *a, const Hearth__Envelope *e)
 	if (m->payload.len)
 		memcpy(p->payload, m->payload.data, m->payload.len);
 	a->qlen++;
+	a->qbytes += p->len + strlen(p->request_id);
 	start_next(a);
 }
 
@@ -517,9 +737,10 @@ static void on_reseed(struct agent *a, const Hearth__Envelope *e)
 	} pool;
 	int fd;
 
-	if (m->entropy.len < 16 || m->entropy.len > sizeof(pool.buf)) {
+	if (m->entropy.len < MIN_RESEED || m->entropy.len > sizeof(pool.buf)) {
 		reply_error(a, e->seq, HEARTH__ERROR_CODE__ERR_INVALID_ARGUMENT,
-			    "reseed needs 16 to %zu bytes, got %zu", sizeof(pool.buf), m->entropy.len);
+			    "reseed needs %u to %zu bytes (agent.proto), got %zu", MIN_RESEED,
+			    sizeof(pool.buf), m->entropy.len);
 		return;
 	}
 	fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
@@ -560,7 +781,7 @@ static void on_ping(struct agent *a, const Hearth__Envelope *e)
 	pong.nonce = e->ping->nonce;
 	pong.uptime_us = (uint64_t)(run_now_us() - a->start_us);
 	pong.queued = (uint32_t)a->qlen;
-	pong.busy = a->running;
+	pong.busy = a->running || (a->rt && rt_busy(a->rt));
 	env.seq = e->seq;
 	env.msg_case = HEARTH__ENVELOPE__MSG_PONG;
 	env.pong = &pong;
@@ -627,6 +848,19 @@ static void drop_conn(struct agent *a, const char *why)
 	a->hello = false;
 	a->partial_since_ms = 0;
 	queue_clear(a);
+	if (a->rt && a->cfg.set && a->cfg.runtime) {
+		/*
+		 * The runtime stays up with its state: a restored clone's host
+		 * connection is new, and its runtime must not init again. Only a
+		 * first init nobody waits for any more is stopped (as an init step).
+		 */
+		if (rt_first_init(a->rt)) {
+			rt_stop(a->rt);
+			config_free(&a->cfg);
+		} else {
+			rt_forget(a->rt);
+		}
+	}
 	if (a->running) {
 		a->want_result = false;
 		run_abort(&a->run);
@@ -701,6 +935,8 @@ static void on_signal(struct agent *a)
 	while ((pid = wait4(-1, &st, WNOHANG, &ru)) > 0) {
 		if (a->running && pid == a->run.pid)
 			run_on_exit(&a->run, st, &ru);
+		else if (a->rt)
+			rt_on_exit(a->rt, pid, st);
 	}
 }
 
@@ -742,8 +978,8 @@ int agent_run(const struct agent_opts *o)
 		a.t.kind == TRANSPORT_VSOCK ? "vsock" : a.t.path);
 
 	while (!a.quit) {
-		struct pollfd p[6];
-		int n = 0, i_listen = -1, i_conn = -1, i_sig, nrun, timeout = -1;
+		struct pollfd p[8];
+		int n = 0, i_listen = -1, i_conn = -1, i_sig, nrun, nrt = 0, timeout = -1;
 
 		if (a.t.kind == TRANSPORT_SERIAL && a.conn < 0 && now_ms() >= a.serial_retry_ms) {
 			int fd = transport_accept(&a.t);
@@ -766,15 +1002,19 @@ int agent_run(const struct agent_opts *o)
 		i_sig = n;
 		p[n++] = (struct pollfd){ .fd = a.sigfd, .events = POLLIN };
 		nrun = a.running ? run_pollfds(&a.run, p + n) : 0;
+		if (a.rt) {
+			nrt = rt_pollfds(a.rt, p + n + nrun);
+			timeout = rt_check(a.rt);
+		}
 
 		if (a.running)
-			timeout = run_check_deadline(&a.run);
+			timeout = min_timeout(timeout, run_check_deadline(&a.run));
 		if (a.t.kind == TRANSPORT_SERIAL && (a.conn < 0 || serial_resting))
 			timeout = min_timeout(timeout, SERIAL_RETRY_MS);
 		if (a.partial_since_ms)
 			timeout = min_timeout(timeout, (int)(a.partial_since_ms + STALL_TIMEOUT_MS -
 							     now_ms() + 1));
-		if (poll(p, (nfds_t)(n + nrun), timeout) < 0 && errno != EINTR) {
+		if (poll(p, (nfds_t)(n + nrun + nrt), timeout) < 0 && errno != EINTR) {
 			perror("hearth-agent: poll");
 			break;
 		}
@@ -782,6 +1022,10 @@ int agent_run(const struct agent_opts *o)
 			run_handle(&a.run, p + n, nrun);
 		if (p[i_sig].revents)
 			on_signal(&a);
+		if (a.rt) {
+			rt_handle(a.rt, p + n + nrun, nrt);
+			rt_check(a.rt);
+		}
 		if (a.running && a.run.done)
 			finish_run(&a);
 		if (i_conn >= 0 && a.conn >= 0 && p[i_conn].revents) {
@@ -804,6 +1048,7 @@ int agent_run(const struct agent_opts *o)
 		run_free(&a.run);
 	}
 	queue_clear(&a);
+	rt_close(a.rt);
 	if (a.conn >= 0)
 		close(a.conn);
 	transport_close(&a.t);

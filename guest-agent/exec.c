@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +30,15 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
+int run_drop_to(uid_t uid, gid_t gid)
+{
+	if (uid == 0)
+		return 0;
+	if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+		return -1;
+	return 0;
+}
+
 /* Runs in the child between fork and exec: only async-signal-safe calls. */
 static void child(const struct run_spec *s, int in, int out, int err, int errpipe)
 {
@@ -41,6 +51,8 @@ static void child(const struct run_spec *s, int in, int out, int err, int errpip
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+		goto fail;
+	if (run_drop_to(s->uid, s->gid) < 0)
 		goto fail;
 	if (s->workdir && s->workdir[0] && chdir(s->workdir) < 0)
 		goto fail;

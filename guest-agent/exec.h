@@ -30,7 +30,12 @@ struct run_spec {
 	size_t max_out;
 	size_t max_log;
 	uint32_t timeout_ms;
+	uid_t uid;              /* run as uid/gid, no supplementary groups (0: unchanged) */
+	gid_t gid;
 };
+
+/* In a forked child: drops to uid/gid (if uid is not 0). 0, or -1 with errno. */
+int run_drop_to(uid_t uid, gid_t gid);
 
 enum run_outcome {
 	RUN_EXITED,       /* see exit_code */

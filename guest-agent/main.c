@@ -18,18 +18,23 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: hearth-agent [--unix PATH | --vsock [PORT] | --serial DEVICE]\n"
-		"                    [--max-frame BYTES] [--verbose]\n"
+		"                    [--max-frame BYTES] [--runtime-api HOST:PORT] [--verbose]\n"
 		"\n"
 		"  --unix PATH       listen on a Unix stream socket (tests, process engine)\n"
 		"  --vsock [PORT]    listen on AF_VSOCK (default port %u)\n"
 		"  --serial DEVICE   use a virtio-serial port (e.g. /dev/vport0p1)\n"
 		"  --max-frame N     largest frame accepted from the host (default %u)\n"
+		"  --runtime-api A   where runtime mode serves the Lambda Runtime API (default\n"
+		"                    127.0.0.1:9001 as PID 1, else 127.0.0.1 on a free port)\n"
+		"  --handler-user U[:G]  run handlers as uid U, gid G (default U) with no\n"
+		"                    supplementary groups (default as PID 1: %u; else as the\n"
+		"                    agent; 0 keeps the agent's)\n"
 		"  --verbose         log connections and invocations to stderr\n"
 		"\n"
 		"As PID 1 with no transport given, it reads hearth.transport= from the\n"
 		"kernel command line (vsock, serial or unix:PATH); by default it uses the\n"
 		"virtio-serial port named %s if present, else vsock.\n",
-		HEARTH_AGENT_VSOCK_PORT, FRAME_DEFAULT_MAX, HEARTH_AGENT_SERIAL_NAME);
+		HEARTH_AGENT_VSOCK_PORT, FRAME_DEFAULT_MAX, HEARTH_HANDLER_UID, HEARTH_AGENT_SERIAL_NAME);
 }
 
 /* As /init: pick the transport the VM was given. */
@@ -69,7 +74,9 @@ int main(int argc, char **argv)
 		{ "vsock", optional_argument, NULL, 'v' },
 		{ "serial", required_argument, NULL, 's' },
 		{ "max-frame", required_argument, NULL, 'm' },
+		{ "runtime-api", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'V' },
+		{ "handler-user", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -79,7 +86,9 @@ int main(int argc, char **argv)
 
 	o.transport.port = HEARTH_AGENT_VSOCK_PORT;
 	o.pid1 = getpid() == 1;
-	while ((c = getopt_long(argc, argv, "u:v::s:m:Vh", opts, NULL)) != -1) {
+	if (o.pid1)
+		o.handler_uid = o.handler_gid = HEARTH_HANDLER_UID;
+	while ((c = getopt_long(argc, argv, "u:v::s:m:r:VhH:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'u':
 			o.transport.kind = TRANSPORT_UNIX;
@@ -108,9 +117,26 @@ int main(int argc, char **argv)
 			o.max_frame = v;
 			break;
 		}
+		case 'r':
+			o.runtime_addr = optarg;
+			break;
 		case 'V':
 			o.verbose = true;
 			break;
+		case 'H': {
+			char *end;
+			unsigned long u = strtoul(optarg, &end, 10), g = u;
+
+			if (*end == ':')
+				g = strtoul(end + 1, &end, 10);
+			if (*end || end == optarg || u > 0xfffffffeUL || g > 0xfffffffeUL) {
+				fprintf(stderr, "hearth-agent: --handler-user wants UID or UID:GID\n");
+				return 2;
+			}
+			o.handler_uid = (uid_t)u;
+			o.handler_gid = (gid_t)g;
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			return 0;

@@ -3,6 +3,7 @@
  */
 #include "msg.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 const char *msg_strerror(int err)
@@ -24,15 +25,56 @@ int msg_pack(const Hearth__Envelope *env, uint8_t **buf, size_t *len)
 	return FRAME_OK;
 }
 
+/*
+ * Decoding allocates through a budget: protobuf-c makes one allocation per
+ * string and per sub-message, so a frame of a few MiB holding millions of
+ * empty strings or KeyValues would otherwise cost hundreds of MiB. Each
+ * block carries its charge in a 16-byte header (which keeps malloc's
+ * alignment), so that msg_free() needs no budget.
+ */
+struct unpack_budget {
+	size_t left;
+};
+
+#define BLOCK_HEADER 16u
+#define BLOCK_OVERHEAD 32u /* charged per allocation: the header and malloc's own */
+
+static void *budget_alloc(void *data, size_t size)
+{
+	struct unpack_budget *b = data;
+	size_t charge = size + BLOCK_OVERHEAD;
+	uint8_t *p;
+
+	if (size > SIZE_MAX - BLOCK_OVERHEAD || charge > b->left)
+		return NULL;
+	p = malloc(size + BLOCK_HEADER);
+	if (!p)
+		return NULL;
+	b->left -= charge;
+	return p + BLOCK_HEADER;
+}
+
+static void block_free(void *data, void *ptr)
+{
+	(void)data;
+	if (ptr)
+		free((uint8_t *)ptr - BLOCK_HEADER);
+}
+
+static ProtobufCAllocator block_allocator = { .alloc = NULL, .free = block_free };
+
 Hearth__Envelope *msg_unpack(const uint8_t *buf, size_t len)
 {
-	return hearth__envelope__unpack(NULL, len, buf);
+	struct unpack_budget b = { .left = MSG_UNPACK_BUDGET(len) };
+	ProtobufCAllocator a = { .alloc = budget_alloc, .free = block_free, .allocator_data = &b };
+
+	return hearth__envelope__unpack(&a, len, buf);
 }
 
 void msg_free(Hearth__Envelope *env)
 {
 	if (env)
-		hearth__envelope__free_unpacked(env, NULL);
+		hearth__envelope__free_unpacked(env, &block_allocator);
 }
 
 int msg_send(int fd, const Hearth__Envelope *env, size_t max, int64_t deadline_ms)

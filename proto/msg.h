@@ -27,7 +27,18 @@ const char *msg_strerror(int err);
 /* Encodes env into a malloc'ed buffer. Returns FRAME_OK or FRAME_ENOMEM. */
 int msg_pack(const Hearth__Envelope *env, uint8_t **buf, size_t *len);
 
-/* Decodes one frame body; NULL if it is not a valid Envelope. Free with msg_free(). */
+/*
+ * Memory a decoded frame of len bytes may take: its bytes twice over plus
+ * 1 MiB, counting 32 bytes of overhead per allocation. Real messages use a
+ * fraction of it; a frame packed with millions of tiny repeated fields fails
+ * to decode instead of taking hundreds of MiB.
+ */
+#define MSG_UNPACK_BUDGET(len) (2 * (size_t)(len) + ((size_t)1 << 20))
+
+/*
+ * Decodes one frame body; NULL if it is not a valid Envelope or would exceed
+ * MSG_UNPACK_BUDGET. Free with msg_free() (never protobuf-c's free directly).
+ */
 Hearth__Envelope *msg_unpack(const uint8_t *buf, size_t len);
 void msg_free(Hearth__Envelope *env);
 

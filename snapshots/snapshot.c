@@ -1,4 +1,5 @@
 #include "snapshot.h"
+#include "fileref.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -162,8 +163,7 @@ int snap_build_write(struct snap_builder *b, const char *path, char *err, size_t
 	fdt_setprop_inplace(b->buf, 0, PROP_STATE_SHA, d, 32);
 
 	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int fd = fref_create(path, 0644, tmp, sizeof(tmp)); /* a passed file, or a new tmp */
 	if (fd < 0)
 		return say(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 	size_t len = fdt_totalsize(b->buf), done = 0;
@@ -172,24 +172,19 @@ int snap_build_write(struct snap_builder *b, const char *path, char *err, size_t
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			int e = errno;
-			close(fd);
-			unlink(tmp);
-			return say(err, errlen, "writing %s failed: %s", tmp, strerror(e));
+			fref_abandon(fd, path, tmp);
+			return say(err, errlen, "writing %s failed: %s", tmp, strerror(errno));
 		}
 		done += (size_t)n;
 	}
-	if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
-		int e = errno;
-		unlink(tmp);
-		return say(err, errlen, "saving %s failed: %s", path, strerror(e));
-	}
+	if (fref_commit(fd, path, tmp) < 0)
+		return say(err, errlen, "saving %s failed: %s", path, strerror(errno));
 	return 0;
 }
 
 int snap_sha256_file(const char *path, uint8_t out[32])
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = fref_open(path, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	struct stat st;
@@ -222,7 +217,7 @@ static const void *root_prop(const void *blob, const char *name, int *len)
 int snap_load(const char *path, struct snap *s, char *err, size_t errlen)
 {
 	memset(s, 0, sizeof(*s));
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = fref_open(path, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
 		return say(err, errlen, "cannot open state file %s: %s", path, strerror(errno));
 	struct stat st;
@@ -255,6 +250,16 @@ int snap_load(const char *path, struct snap *s, char *err, size_t errlen)
 	if (fdt_totalsize(blob) != len) {
 		say(err, errlen, "state file %s: truncated or padded (%zu bytes, header says %u)",
 		    path, len, fdt_totalsize(blob));
+		goto out;
+	}
+	/*
+	 * Only the layout libfdt writes (version 17). Older layouts name nodes by
+	 * full path, and libfdt 1.6.1's fdt_check_full() dereferences NULL on a
+	 * root node without a '/' in such a tree.
+	 */
+	if (fdt_version(blob) != FDT_LAST_SUPPORTED_VERSION) {
+		say(err, errlen, "state file %s: device tree version %u, not %u", path,
+		    fdt_version(blob), FDT_LAST_SUPPORTED_VERSION);
 		goto out;
 	}
 	int fr = fdt_check_full(blob, len);

@@ -639,7 +639,7 @@ int hctl_call(const char *method, const char *path, json_t *body, bool no_tenant
 		return rc;
 	}
 	if (out) {
-		*out = json_loadb(rs.body, rs.len, 0, &je);
+		*out = json_loadb(rs.body, rs.len, JSON_ALLOW_NUL, &je);
 		if (!*out) {
 			fprintf(stderr, "hearthctl: hearthd sent malformed JSON: %s\n", je.text);
 			rc = HCTL_EXIT_API;

@@ -44,33 +44,15 @@ static void key_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: hearthctl key create TENANT          add an API key; prints it\n"
-		"       hearthctl key list TENANT            list key ids (never the keys)\n"
-		"       hearthctl key delete TENANT KEY_ID   revoke a key\n"
+		"       hearthctl key create --aws TENANT    add an AWS access key pair (SigV4, for the\n"
+		"                                            Lambda API); prints AWS_ACCESS_KEY_ID=,\n"
+		"                                            AWS_SECRET_ACCESS_KEY= and AWS_DEFAULT_REGION=\n"
+		"       hearthctl key list TENANT            list key ids and access key ids (never secrets)\n"
+		"       hearthctl key delete TENANT KEY_ID   revoke a key (an API key or an access key id)\n"
 		"  TENANT may also be given as --tenant NAME.\n"
 		"  --json         print hearthd's answer as JSON\n"
 		"Needs the admin key.\n");
 	hctl_usage_globals(f);
-}
-
-/* Parses "[--json] [--help]"; returns -1 to go on, else an exit status. */
-static int parse_simple(int argc, char **argv, bool *json, void (*usage)(FILE *))
-{
-	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
-
-	optind = 1;
-	while ((c = hctl_getopt(argc, argv, "jh", longopts)) != -1) {
-		switch (c) {
-		case 'j': *json = true; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return HCTL_EXIT_USAGE;
-		}
-	}
-	return -1;
 }
 
 /*
@@ -301,15 +283,27 @@ int cmd_tenant(int argc, char **argv)
 
 int cmd_key(int argc, char **argv)
 {
-	bool json = false;
-	int rc = parse_simple(argc, argv, &json, key_usage);
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "aws", no_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool json = false, aws = false;
 	const char *verb, *tenant = NULL, *key_id = NULL;
 	json_t *out = NULL;
 	char path[512], *te;
-	int pos, want;
+	int pos, want, rc, c;
 
-	if (rc >= 0)
-		return rc;
+	optind = 1;
+	while ((c = hctl_getopt(argc, argv, "jh", longopts)) != -1) {
+		switch (c) {
+		case 'j': json = true; break;
+		case 'a': aws = true; break;
+		case 'h': key_usage(stdout); return 0;
+		default: key_usage(stderr); return HCTL_EXIT_USAGE;
+		}
+	}
 	if (optind >= argc) {
 		key_usage(stderr);
 		return HCTL_EXIT_USAGE;
@@ -317,7 +311,8 @@ int cmd_key(int argc, char **argv)
 	verb = argv[optind];
 	pos = optind + 1;
 	want = strcmp(verb, "delete") == 0 ? 2 : 1; /* TENANT [KEY_ID] */
-	if (strcmp(verb, "create") && strcmp(verb, "list") && strcmp(verb, "delete")) {
+	if ((strcmp(verb, "create") && strcmp(verb, "list") && strcmp(verb, "delete")) ||
+	    (aws && strcmp(verb, "create") != 0)) {
 		key_usage(stderr);
 		return HCTL_EXIT_USAGE;
 	}
@@ -339,7 +334,7 @@ int cmd_key(int argc, char **argv)
 		snprintf(path, sizeof(path), "/v1/tenants/%s/keys/%s", te, ke);
 		free(ke);
 	} else {
-		snprintf(path, sizeof(path), "/v1/tenants/%s/keys", te);
+		snprintf(path, sizeof(path), "/v1/tenants/%s/keys%s", te, aws ? "?type=aws" : "");
 	}
 	free(te);
 	if (strcmp(verb, "create") == 0) {
@@ -347,8 +342,21 @@ int cmd_key(int argc, char **argv)
 
 		if ((rc = hctl_call("POST", path, NULL, true, &out)))
 			return rc;
-		snprintf(what, sizeof(what), "created a key for tenant %s", tenant);
-		print_new_key(out, json, what);
+		if (aws && json) {
+			hctl_print_json(out);
+		} else if (aws) {
+			/* One VAR=value per line: `export $(hearthctl key create --aws T)` takes it. */
+			fprintf(stderr, "created AWS access key %s for tenant %s; the secret is shown"
+					" only now:\n",
+				json_string_value(json_object_get(out, "access_key_id")), tenant);
+			printf("AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_DEFAULT_REGION=%s\n",
+			       json_string_value(json_object_get(out, "access_key_id")),
+			       json_string_value(json_object_get(out, "secret_access_key")),
+			       json_string_value(json_object_get(out, "region")));
+		} else {
+			snprintf(what, sizeof(what), "created a key for tenant %s", tenant);
+			print_new_key(out, json, what);
+		}
 	} else if (strcmp(verb, "list") == 0) {
 		size_t i;
 		json_t *k;
@@ -358,11 +366,19 @@ int cmd_key(int argc, char **argv)
 		if (json) {
 			hctl_print_json(out);
 		} else {
-			printf("%-18s %s\n", "KEY_ID", "CREATED");
+			printf("%-22s %-6s %s\n", "KEY_ID", "TYPE", "CREATED");
 			json_array_foreach(json_object_get(out, "keys"), i, k) {
 				char when[40];
 
-				printf("%-18s %s\n", json_string_value(json_object_get(k, "key_id")),
+				printf("%-22s %-6s %s\n", json_string_value(json_object_get(k, "key_id")),
+				       "hearth",
+				       hctl_time(json_object_get(k, "created_at"), when, sizeof(when)));
+			}
+			json_array_foreach(json_object_get(out, "aws_keys"), i, k) {
+				char when[40];
+
+				printf("%-22s %-6s %s\n",
+				       json_string_value(json_object_get(k, "access_key_id")), "aws",
 				       hctl_time(json_object_get(k, "created_at"), when, sizeof(when)));
 			}
 		}

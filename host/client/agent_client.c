@@ -42,7 +42,7 @@ const char *agent_invoke_status_name(int status)
 {
 	static const char *const names[] = {
 		"OK", "FunctionError", "Crashed", "Timeout", "ResponseTooLarge",
-		"SpawnFailed", "NotConfigured", "Rejected",
+		"SpawnFailed", "NotConfigured", "Rejected", "InitError",
 	};
 
 	if (status < 0 || (size_t)status >= sizeof(names) / sizeof(names[0]))
@@ -312,6 +312,9 @@ int agent_configure(struct agent_conn *c, const struct agent_config *cfg, int ti
 	conf.max_log_bytes = cfg->max_log_bytes;
 	conf.init = (char *)(cfg->init ? cfg->init : "");
 	conf.init_timeout_ms = cfg->init_timeout_ms;
+	conf.mode = cfg->runtime ? HEARTH__HANDLER_MODE__HANDLER_RUNTIME :
+				   HEARTH__HANDLER_MODE__HANDLER_EXEC;
+	conf.function_arn = (char *)(cfg->function_arn ? cfg->function_arn : "");
 	if (cfg->nenv) {
 		kvs = calloc(cfg->nenv, sizeof(*kvs));
 		kvp = calloc(cfg->nenv, sizeof(*kvp));

@@ -62,7 +62,9 @@ struct agent_config {
 	uint64_t max_response_bytes; /* 0 = agent default (6 MiB) */
 	uint64_t max_log_bytes;     /* 0 = agent default (64 KiB) */
 	const char *init;           /* optional init executable */
-	uint32_t init_timeout_ms;
+	uint32_t init_timeout_ms;   /* exec: the init step; runtime: bootstrap to its first /next */
+	bool runtime;               /* HANDLER_RUNTIME: handler is a long-lived Lambda bootstrap */
+	const char *function_arn;   /* runtime: Lambda-Runtime-Invoked-Function-Arn (NULL = agent's) */
 };
 
 /* Sends Configure and waits for Ready. *init_us (optional) gets the init step's duration. */
@@ -79,6 +81,7 @@ enum agent_invoke_status {
 	AGENT_INVOKE_SPAWN_FAILED = 5,
 	AGENT_INVOKE_NOT_CONFIGURED = 6,
 	AGENT_INVOKE_REJECTED = 7,
+	AGENT_INVOKE_INIT_FAILED = 8,
 };
 const char *agent_invoke_status_name(int status);
 

@@ -5,10 +5,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,39 +22,28 @@
 
 #include <jansson.h>
 #include <microhttpd.h>
+#include <openssl/crypto.h>
 #include <uuid/uuid.h>
 
+#include "api_internal.h"
 #include "async.h"
+#include "awskeys.h"
 #include "auth.h"
 #include "image.h"
+#include "lambda_api.h"
 #include "log.h"
 #include "metrics.h"
 #include "quota.h"
+#include "ui.h"
 
 #define SMALL_BODY_LIMIT (1u << 20)
 #define MIN_MEMORY_MB 128
 #define MAX_MEMORY_MB 10240
 #define MAX_TIMEOUT_MS 900000u
 #define MAX_ENV_BYTES 4096
-
-struct api {
-	struct api_config cfg;
-	struct store *store;
-	struct sched *sched;
-	struct async *async;
-	struct MHD_Daemon *tcp, *unx;
-	char images_dir[512], tmp_dir[512];
-};
-
-struct req {
-	struct api *api;
-	struct MHD_Connection *conn;
-	char *body;
-	size_t len, limit;
-	bool too_large;
-	struct invocation *inv;
-	int inv_done;
-};
+#define MAX_PATH_LEN 511         /* decoded path; longer is 414, never cut */
+#define MAX_URI_LEN 4096         /* raw path and query */
+#define MAX_RESERVED 1000000     /* far above any host's VM slots; keeps sums in range */
 
 /* ---- responses ------------------------------------------------------------- */
 
@@ -134,8 +127,33 @@ static const char *query(struct MHD_Connection *c, const char *name)
 	return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
 }
 
-/* Parses a non-negative integer query argument; -1 if absent, -2 if malformed. */
-static long long query_int(struct MHD_Connection *c, const char *name)
+enum MHD_Result api_send_buf(struct MHD_Connection *c, unsigned status, const char *type, void *buf,
+			     size_t len, const char *const *headers)
+{
+	return send_buf(c, status, type, buf, len, headers);
+}
+
+enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned status, json_t *j,
+			      const char *const *headers)
+{
+	return send_json(c, status, j, headers);
+}
+
+const char *api_header(struct MHD_Connection *c, const char *name)
+{
+	return header(c, name);
+}
+
+const char *api_query(struct MHD_Connection *c, const char *name)
+{
+	return query(c, name);
+}
+
+/*
+ * Parses a query argument of decimal digits only, 0..max: -1 if absent, -2 if
+ * malformed or out of range (never truncated to a smaller type).
+ */
+static long long query_int(struct MHD_Connection *c, const char *name, long long max)
 {
 	const char *v = query(c, name);
 	char *end;
@@ -143,9 +161,11 @@ static long long query_int(struct MHD_Connection *c, const char *name)
 
 	if (!v)
 		return -1;
+	if (v[0] < '0' || v[0] > '9')
+		return -2;
 	errno = 0;
 	n = strtoll(v, &end, 10);
-	if (errno || *end || end == v || n < 0)
+	if (errno || *end || n < 0 || n > max)
 		return -2;
 	return n;
 }
@@ -170,6 +190,7 @@ const char *api_status_name(const struct invocation *inv)
 	case AGENT_INVOKE_CRASHED: return "Crashed";
 	case AGENT_INVOKE_TIMEOUT: return "Timeout";
 	case AGENT_INVOKE_RESPONSE_TOO_LARGE: return "ResponseTooLarge";
+	case AGENT_INVOKE_INIT_FAILED: return "InitError";
 	default: return "PlatformError";
 	}
 }
@@ -189,6 +210,7 @@ void api_record_invocation(struct store *store, struct invocation *inv, const ch
 		.end_us = inv->end_wall_us,
 		.memory_mb = inv->ver.memory_mb,
 		.cold = inv->cold,
+		.cold_path = inv->cold_path ? inv->cold_path : "boot",
 		.init_ms = inv->init_us / 1000,
 		.boot_ms = inv->boot_us / 1000,
 		.status = api_status_name(inv),
@@ -254,18 +276,49 @@ static void free_invocation(struct invocation *inv)
 	free(inv);
 }
 
+int api_meter_headers(const struct invocation *inv, struct api_meter_bufs *b, const char **h, int k)
+{
+	const char *path = inv->cold_path ? inv->cold_path : "boot";
+
+	snprintf(b->dur, sizeof(b->dur), "%.3f", inv->res.duration_us / 1000.0);
+	snprintf(b->billed, sizeof(b->billed), "%llu",
+		 (unsigned long long)quota_billed_ms(inv->res.duration_us));
+	snprintf(b->mem, sizeof(b->mem), "%llu", (unsigned long long)((inv->res.max_rss_kb + 1023) / 1024));
+	h[k++] = "X-Hearth-Duration-Ms";
+	h[k++] = b->dur;
+	h[k++] = "X-Hearth-Billed-Duration-Ms";
+	h[k++] = b->billed;
+	h[k++] = "X-Hearth-Max-Memory-Used-Mb";
+	h[k++] = b->mem;
+	h[k++] = "X-Hearth-Cold-Start";
+	h[k++] = inv->cold ? "true" : "false";
+	if (inv->cold) {
+		snprintf(b->boot, sizeof(b->boot), "%.3f", inv->boot_us / 1000.0);
+		snprintf(b->init, sizeof(b->init), "%.3f", inv->init_us / 1000.0);
+		h[k++] = "X-Hearth-Cold-Start-Path";
+		h[k++] = path;
+		h[k++] = strcmp(path, "restore") == 0 ? "X-Hearth-Restore-Ms" : "X-Hearth-Boot-Ms";
+		h[k++] = b->boot;
+		h[k++] = "X-Hearth-Init-Ms";
+		h[k++] = b->init;
+	}
+	return k;
+}
+
 static enum MHD_Result respond_invocation(struct req *r)
 {
 	struct invocation *inv = r->inv;
-	char dur[32], billed[32], boot[32], init[32], ver[16], mem[32];
+	struct api_meter_bufs b;
 	const char *h[32];
 	int k = 0;
 
-	snprintf(ver, sizeof(ver), "%d", inv->ver.version);
+	if (r->lam)
+		return lambda_respond(r);
+	snprintf(b.ver, sizeof(b.ver), "%d", inv->ver.version);
 	h[k++] = "X-Hearth-Request-Id";
 	h[k++] = inv->request_id;
 	h[k++] = "X-Hearth-Function-Version";
-	h[k++] = ver;
+	h[k++] = b.ver;
 	if (inv->outcome != INV_OK) {
 		if (inv->http_status == 429) {
 			h[k++] = "Retry-After";
@@ -279,28 +332,7 @@ static enum MHD_Result respond_invocation(struct req *r)
 					   "request_id", inv->request_id),
 				 h);
 	}
-	snprintf(dur, sizeof(dur), "%.3f", inv->res.duration_us / 1000.0);
-	snprintf(billed, sizeof(billed), "%llu", (unsigned long long)quota_billed_ms(inv->res.duration_us));
-	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)((inv->res.max_rss_kb + 1023) / 1024));
-	h[k++] = "X-Hearth-Duration-Ms";
-	h[k++] = dur;
-	h[k++] = "X-Hearth-Billed-Duration-Ms";
-	h[k++] = billed;
-	h[k++] = "X-Hearth-Max-Memory-Used-Mb";
-	h[k++] = mem;
-	h[k++] = "X-Hearth-Cold-Start";
-	h[k++] = inv->cold ? "true" : "false";
-	if (inv->cold) {
-		snprintf(boot, sizeof(boot), "%.3f", inv->boot_us / 1000.0);
-		snprintf(init, sizeof(init), "%.3f", inv->init_us / 1000.0);
-		h[k++] = "X-Hearth-Cold-Start-Path";
-		h[k++] = inv->cold_path ? inv->cold_path : "boot";
-		h[k++] = strcmp(inv->cold_path ? inv->cold_path : "boot", "restore") == 0 ?
-				 "X-Hearth-Restore-Ms" : "X-Hearth-Boot-Ms";
-		h[k++] = boot;
-		h[k++] = "X-Hearth-Init-Ms";
-		h[k++] = init;
-	}
+	k = api_meter_headers(inv, &b, h, k);
 	if (inv->res.status != AGENT_INVOKE_OK) {
 		/* A function error: the call worked, the function failed (as Lambda reports it). */
 		json_t *out = json_stringn((const char *)inv->res.body, inv->res.body_len);
@@ -329,70 +361,74 @@ static enum MHD_Result respond_invocation(struct req *r)
 
 /* ---- handlers ------------------------------------------------------------------- */
 
-static enum MHD_Result h_invoke(struct req *r, const struct principal *who, const char *name)
+enum api_invoke_result api_invoke_start(struct req *r, int64_t tenant_id, const char *name,
+					int version, enum api_invoke_mode mode,
+					struct api_invoke_out *out)
 {
 	struct api *a = r->api;
-	struct MHD_Connection *c = r->conn;
-	const char *type = header(c, "X-Hearth-Invocation-Type");
-	long long version = query_int(c, "version");
 	struct invocation *inv;
-	int rc;
+	enum quota_reason why;
+	int rc, retry = 0;
 
-	if (version == -2)
-		return send_error(c, 400, "InvalidParameter", "version must be a positive integer");
+	memset(out, 0, sizeof(*out));
 	inv = calloc(1, sizeof(*inv));
-	if (!inv)
-		return send_error(c, 500, "OutOfMemory", "out of memory");
-	rc = store_version_get(a->store, who->tenant_id, name, version > 0 ? (int)version : 0,
-			       &inv->ver);
+	if (!inv) {
+		out->status = 500;
+		out->code = "OutOfMemory";
+		snprintf(out->message, sizeof(out->message), "out of memory");
+		return API_INVOKE_REFUSED;
+	}
+	if ((rc = store_version_get(a->store, tenant_id, name, version, &inv->ver)) != 0 &&
+	    rc != -ENOENT) {
+		free(inv);
+		out->status = 503;
+		out->code = "StoreUnavailable";
+		snprintf(out->message, sizeof(out->message), "the state store cannot be read now");
+		return API_INVOKE_REFUSED;
+	}
 	if (rc) {
 		free(inv);
-		return send_error(c, 404, "FunctionNotFound", "function %s%s%s not found", name,
-				  version > 0 ? " version " : "",
-				  version > 0 ? query(c, "version") : "");
+		out->status = 404;
+		out->code = "FunctionNotFound";
+		if (version > 0)
+			snprintf(out->message, sizeof(out->message), "function %s version %d not found",
+				 name, version);
+		else
+			snprintf(out->message, sizeof(out->message), "function %s not found", name);
+		return API_INVOKE_REFUSED;
 	}
+	out->version = inv->ver.version;
 	new_request_id(inv->request_id);
-	if (type && strcmp(type, "Event") == 0) {
-		char loc[96], id[64];
-		const char *h[] = { "X-Hearth-Request-Id", id, "Location", loc, NULL };
-
-		snprintf(id, sizeof(id), "%s", inv->request_id);
-
-		rc = store_async_put(a->store, inv->request_id, who->tenant_id, inv->ver.id, r->body,
-				     r->len, wall_us() / 1000);
-		snprintf(loc, sizeof(loc), "/v1/invocations/%s", inv->request_id);
-		json_t *j = json_pack("{s:s,s:s,s:i}", "request_id", inv->request_id, "function",
-				      name, "version", inv->ver.version);
+	snprintf(out->request_id, sizeof(out->request_id), "%s", inv->request_id);
+	if (mode == API_INVOKE_DRYRUN) {
 		free_invocation(inv);
-		if (rc)
-			return send_error(c, 500, "QueueUnavailable", "could not queue the event");
+		return API_INVOKE_CHECKED;
+	}
+	if (mode == API_INVOKE_EVENT) {
+		rc = store_async_put(a->store, inv->request_id, tenant_id, inv->ver.id, r->body, r->len,
+				     wall_us() / 1000);
+		free_invocation(inv);
+		if (rc) {
+			out->status = 500;
+			out->code = "QueueUnavailable";
+			snprintf(out->message, sizeof(out->message), "could not queue the event");
+			return API_INVOKE_REFUSED;
+		}
 		metrics_async("queued");
 		async_kick(a->async);
-		return send_json(c, 202, j, h);
+		return API_INVOKE_QUEUED;
 	}
-	if (type && strcmp(type, "RequestResponse") != 0) {
+	why = quota_admit(a->cfg.quota, tenant_id, inv->ver.function_id, inv->ver.memory_mb, &retry);
+	if (why != QUOTA_OK) {
 		free_invocation(inv);
-		return send_error(c, 400, "InvalidParameter",
-				  "X-Hearth-Invocation-Type must be RequestResponse or Event");
-	}
-	{
-		int retry = 0;
-		enum quota_reason why = quota_admit(a->cfg.quota, who->tenant_id, inv->ver.function_id,
-						    inv->ver.memory_mb, &retry);
-
-		if (why != QUOTA_OK) {
-			char ra[16];
-			const char *h[] = { "Retry-After", ra, NULL };
-
-			snprintf(ra, sizeof(ra), "%d", retry);
-			free_invocation(inv);
-			metrics_throttle();
-			json_t *j = json_pack("{s:{s:s,s:s,s:i}}", "error", "code",
-					      quota_reason_code(why), "message",
-					      "the tenant's limit refuses this invocation now",
-					      "retry_after_s", retry);
-			return send_json(c, 429, j, h);
-		}
+		metrics_throttle_reason(quota_reason_code(why));
+		out->status = 429;
+		out->code = quota_reason_code(why);
+		out->reason = why;
+		out->retry_after = retry;
+		snprintf(out->message, sizeof(out->message),
+			 "the tenant's limit refuses this invocation now");
+		return API_INVOKE_REFUSED;
 	}
 	inv->payload = (const uint8_t *)r->body;
 	inv->payload_len = r->len;
@@ -400,9 +436,55 @@ static enum MHD_Result h_invoke(struct req *r, const struct principal *who, cons
 	inv->arg = r;
 	r->inv = inv;
 	/* Suspend first: the result may come back before sched_submit returns. */
-	MHD_suspend_connection(c);
+	MHD_suspend_connection(r->conn);
 	sched_submit(a->sched, inv);
-	return MHD_YES;
+	return API_INVOKE_SUBMITTED;
+}
+
+static enum MHD_Result h_invoke(struct req *r, const struct principal *who, const char *name)
+{
+	struct MHD_Connection *c = r->conn;
+	const char *type = header(c, "X-Hearth-Invocation-Type");
+	long long version = query_int(c, "version", INT_MAX);
+	enum api_invoke_mode mode = API_INVOKE_SYNC;
+	struct api_invoke_out o;
+
+	if (version == -2)
+		return send_error(c, 400, "InvalidParameter", "version must be an integer 1..%d", INT_MAX);
+	if (type && strcmp(type, "Event") == 0)
+		mode = API_INVOKE_EVENT;
+	else if (type && strcmp(type, "RequestResponse") != 0)
+		return send_error(c, 400, "InvalidParameter",
+				  "X-Hearth-Invocation-Type must be RequestResponse or Event");
+	switch (api_invoke_start(r, who->tenant_id, name, version > 0 ? (int)version : 0, mode, &o)) {
+	case API_INVOKE_SUBMITTED:
+		return MHD_YES;
+	case API_INVOKE_QUEUED: {
+		char loc[96];
+		const char *h[] = { "X-Hearth-Request-Id", o.request_id, "Location", loc, NULL };
+
+		snprintf(loc, sizeof(loc), "/v1/invocations/%s", o.request_id);
+		return send_json(c, 202,
+				 json_pack("{s:s,s:s,s:i}", "request_id", o.request_id, "function",
+					   name, "version", o.version),
+				 h);
+	}
+	case API_INVOKE_CHECKED:
+		break;
+	case API_INVOKE_REFUSED:
+		if (o.status == 429) {
+			char ra[16];
+			const char *h[] = { "Retry-After", ra, NULL };
+
+			snprintf(ra, sizeof(ra), "%d", o.retry_after);
+			return send_json(c, 429,
+					 json_pack("{s:{s:s,s:s,s:i}}", "error", "code", o.code,
+						   "message", o.message, "retry_after_s", o.retry_after),
+					 h);
+		}
+		return send_error(c, o.status, o.code, "%s", o.message);
+	}
+	return send_error(c, 500, "InternalError", "unexpected invoke result");
 }
 
 static int env_bytes(const struct hearth_manifest *m)
@@ -424,7 +506,8 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	struct hearth_image img = { 0 };
 	struct hearth_image_opts opts = { 0 };
 	struct fn_version v = { 0 };
-	long long mem = query_int(c, "memory_mb"), tmo = query_int(c, "timeout_ms");
+	long long mem = query_int(c, "memory_mb", UINT32_MAX);
+	long long tmo = query_int(c, "timeout_ms", UINT32_MAX);
 	const char *engine = query(c, "engine");
 	json_t *args, *env;
 	int rc;
@@ -433,7 +516,15 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		return send_error(c, 400, "InvalidName",
 				  "function names are 1-64 characters of [A-Za-z0-9_-]");
 	if (mem == -2 || tmo == -2)
-		return send_error(c, 400, "InvalidParameter", "memory_mb and timeout_ms are integers");
+		return send_error(c, 400, "InvalidParameter",
+				  "memory_mb and timeout_ms are integers (%d-%d MB, 1-%u ms)",
+				  MIN_MEMORY_MB, MAX_MEMORY_MB, MAX_TIMEOUT_MS);
+	if (mem >= 0 && (mem < MIN_MEMORY_MB || mem > MAX_MEMORY_MB))
+		return send_error(c, 400, "InvalidMemory", "memory_mb must be %d to %d, got %lld",
+				  MIN_MEMORY_MB, MAX_MEMORY_MB, mem);
+	if (tmo >= 0 && (tmo < 1 || tmo > MAX_TIMEOUT_MS))
+		return send_error(c, 400, "InvalidTimeout", "timeout_ms must be 1 to %u, got %lld",
+				  MAX_TIMEOUT_MS, tmo);
 	{
 		struct tenant_limits lim;
 		int64_t nfn = 0;
@@ -472,30 +563,19 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		json_decref(j);
 		package = tmp;
 	} else {
-		int fd;
-
-		if (r->len == 0)
+		/* The upload was streamed to disk as it came (on_request); on_completed removes it. */
+		if (r->len == 0 || r->upload_fd < 0)
 			return send_error(c, 400, "EmptyPackage",
 					  "send the function package (.tar.gz) as the request body");
-		snprintf(tmp, sizeof(tmp), "%s/upload-XXXXXX.tar.gz", a->tmp_dir);
-		fd = mkstemps(tmp, 7);
-		if (fd < 0)
-			return send_error(c, 500, "StorageError", "cannot store the upload");
-		if (write(fd, r->body, r->len) != (ssize_t)r->len) {
-			close(fd);
-			unlink(tmp);
-			return send_error(c, 500, "StorageError", "cannot store the upload");
-		}
-		close(fd);
-		package = tmp;
+		close(r->upload_fd);
+		r->upload_fd = -1;
+		package = r->upload_path;
 	}
 	opts.package = package;
 	opts.agent = a->cfg.agent_bin;
 	opts.busybox = a->cfg.busybox;
 	opts.out_dir = a->images_dir;
 	rc = hearth_image_build(&opts, &img, err, sizeof(err));
-	if (package != tmp || strncmp(tmp, a->tmp_dir, strlen(a->tmp_dir)) == 0)
-		unlink(tmp);
 	if (rc)
 		return send_error(c, 400, "InvalidPackage", "%s", err);
 	if (mem >= 0)
@@ -532,6 +612,7 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	snprintf(v.handler, sizeof(v.handler), "%s", img.manifest.handler);
 	snprintf(v.init, sizeof(v.init), "%s", img.manifest.init ? img.manifest.init : "");
 	snprintf(v.engine, sizeof(v.engine), "%s", engine);
+	snprintf(v.runtime, sizeof(v.runtime), "%s", img.manifest.runtime ? "provided" : "");
 	v.memory_mb = img.manifest.memory_mb;
 	v.timeout_ms = img.manifest.timeout_ms;
 	v.package_bytes = img.size;
@@ -548,6 +629,10 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		}
 		free(kv);
 	}
+	/* Runtime mode: the manifest's "handler" is the Lambda handler setting, _HANDLER. */
+	if (img.manifest.runtime && !json_object_get(env, "_HANDLER"))
+		json_object_set_new(env, "_HANDLER", json_string(img.manifest.lambda_handler ?
+								  img.manifest.lambda_handler : ""));
 	v.args_json = json_dumps(args, JSON_COMPACT);
 	v.env_json = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(args);
@@ -587,7 +672,8 @@ static enum MHD_Result h_config(struct req *r, const struct principal *who, cons
 	json_int_t prov = json_integer_value(jp), res = json_integer_value(jr);
 	bool has_p = jp != NULL, has_r = jr != NULL;
 	bool bad = !json_is_object(j) || (!has_p && !has_r) || (has_p && !json_is_integer(jp)) ||
-		   (has_r && !json_is_integer(jr)) || prov < 0 || prov > 1000 || res < 0;
+		   (has_r && !json_is_integer(jr)) || prov < 0 || prov > 1000 || res < 0 ||
+		   res > MAX_RESERVED;
 	struct tenant_limits lim;
 	struct fn_version v;
 	json_t *cur;
@@ -595,7 +681,8 @@ static enum MHD_Result h_config(struct req *r, const struct principal *who, cons
 	json_decref(j);
 	if (bad)
 		return send_error(c, 400, "InvalidRequest",
-				  "body must be {\"provisioned\": 0..1000, \"reserved\": N >= 0}");
+				  "body must be {\"provisioned\": 0..1000, \"reserved\": 0..%d}",
+				  MAX_RESERVED);
 	if (store_version_get(a->store, who->tenant_id, name, 0, &v))
 		return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
 	cur = store_function_get(a->store, who->tenant_id, name);
@@ -609,19 +696,23 @@ static enum MHD_Result h_config(struct req *r, const struct principal *who, cons
 		int64_t tenant_others = store_reserved_sum(a->store, who->tenant_id, name);
 		int64_t host_others = store_reserved_sum(a->store, 0, NULL) -
 				      store_reserved_sum(a->store, who->tenant_id, NULL) + tenant_others;
+		int64_t tenant_sum, host_sum;
+		/* Stored sums come from the database; an overflow counts as "too large". */
+		bool tenant_over = __builtin_add_overflow(tenant_others, (int64_t)res, &tenant_sum);
+		bool host_over = __builtin_add_overflow(host_others, (int64_t)res, &host_sum);
 
-		if (lim.max_concurrency > 0 && tenant_others + res > lim.max_concurrency) {
+		if (lim.max_concurrency > 0 && (tenant_over || tenant_sum > lim.max_concurrency)) {
 			fn_version_free(&v);
 			return send_error(c, 409, "ReservationTooLarge",
 					  "reservations of this tenant would be %lld, over its concurrency"
-					  " limit of %lld", (long long)(tenant_others + res),
+					  " limit of %lld", tenant_over ? LLONG_MAX : (long long)tenant_sum,
 					  (long long)lim.max_concurrency);
 		}
-		if (host_others + res > a->cfg.host_capacity - a->cfg.unreserved_floor) {
+		if (host_over || host_sum > a->cfg.host_capacity - a->cfg.unreserved_floor) {
 			fn_version_free(&v);
 			return send_error(c, 409, "ReservationTooLarge",
 					  "reservations on this host would be %lld; at most %d of its %d"
-					  " VM slots may be reserved", (long long)(host_others + res),
+					  " VM slots may be reserved", host_over ? LLONG_MAX : (long long)host_sum,
 					  a->cfg.host_capacity - a->cfg.unreserved_floor,
 					  a->cfg.host_capacity);
 		}
@@ -672,9 +763,9 @@ static enum MHD_Result h_function(struct req *r, const struct principal *who, co
 	if (sub && strcmp(sub, "invoke") == 0 && strcmp(method, "POST") == 0)
 		return h_invoke(r, who, name);
 	if (sub && strcmp(sub, "logs") == 0 && strcmp(method, "GET") == 0) {
-		long long limit = query_int(c, "limit");
+		long long limit = query_int(c, "limit", 1000);
 
-		if (limit == -2 || limit > 1000)
+		if (limit == -2)
 			return send_error(c, 400, "InvalidParameter", "limit must be 1..1000");
 		return send_json(c, 200,
 				 json_pack("{s:o}", "invocations",
@@ -686,11 +777,11 @@ static enum MHD_Result h_function(struct req *r, const struct principal *who, co
 		return h_config(r, who, name);
 	if (sub && strcmp(sub, "prewarm") == 0 && strcmp(method, "POST") == 0) {
 		struct fn_version v;
-		long long count = query_int(c, "count");
+		long long count = query_int(c, "count", 100);
 		struct hearth_engine *e;
 		int started;
 
-		if (count == -2 || count > 100)
+		if (count == -2)
 			return send_error(c, 400, "InvalidParameter", "count must be 1..100");
 		if (store_version_get(a->store, who->tenant_id, name, 0, &v))
 			return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
@@ -814,10 +905,39 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 				 NULL);
 	}
 	if (!sub && strcmp(method, "DELETE") == 0) {
-		store_tenant_delete(a->store, tname);
+		int64_t *ids;
+		size_t nids;
+
+		rc = store_tenant_delete(a->store, tname, &ids, &nids);
+		if (rc == -ENOENT)
+			return send_error(c, 404, "TenantNotFound", "tenant %s not found", tname);
+		if (rc)
+			return send_error(c, 500, "StorageError", "could not delete the tenant");
+		/* Its VMs go too: nothing of it may serve anyone again. */
+		sched_drop_versions(a->sched, ids, nids);
+		free(ids);
+		quota_invalidate(a->cfg.quota, tid);
+		hlog_info("api", "deleted tenant %s and everything it owned", tname);
 		return send_json(c, 200, json_pack("{s:s,s:b}", "name", tname, "deleted", 1), NULL);
 	}
 	if (sub && strcmp(sub, "keys") == 0) {
+		const char *type = query(c, "type");
+
+		if (!key_id && strcmp(method, "POST") == 0 && type && strcmp(type, "aws") == 0) {
+			char akid[AWSKEY_ID_LEN + 1], secret[AWSKEY_SECRET_LEN + 1];
+			json_t *j;
+
+			if (awskeys_create(a->awskeys, tid, akid, secret))
+				return send_error(c, 500, "StorageError",
+						  "could not create the AWS key (see hearthd's log)");
+			hlog_info("api", "created AWS access key %s for tenant %s", akid, tname);
+			j = json_pack("{s:s,s:s,s:s,s:s}", "tenant", tname, "access_key_id", akid,
+				      "secret_access_key", secret, "region", a->cfg.aws_region);
+			OPENSSL_cleanse(secret, sizeof(secret));
+			return send_json(c, 201, j, NULL);
+		}
+		if (!key_id && strcmp(method, "POST") == 0 && type && strcmp(type, "hearth") != 0)
+			return send_error(c, 400, "InvalidParameter", "type is hearth (default) or aws");
 		if (!key_id && strcmp(method, "POST") == 0) {
 			if (auth_key_create(a->store, tid, key, id))
 				return send_error(c, 500, "StorageError", "could not create the key");
@@ -825,10 +945,12 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 							   id, "api_key", key), NULL);
 		}
 		if (!key_id && strcmp(method, "GET") == 0)
-			return send_json(c, 200, json_pack("{s:o}", "keys", store_key_list(a->store, tid)),
+			return send_json(c, 200, json_pack("{s:o,s:o}", "keys", store_key_list(a->store, tid),
+							   "aws_keys", store_aws_key_list(a->store, tid)),
 					 NULL);
 		if (key_id && strcmp(method, "DELETE") == 0) {
-			if (store_key_delete(a->store, key_id, tid))
+			if (awskeys_is_id(key_id) ? store_aws_key_delete(a->store, key_id, tid) :
+						    store_key_delete(a->store, key_id, tid))
 				return send_error(c, 404, "KeyNotFound", "key %s not found", key_id);
 			return send_json(c, 200, json_pack("{s:s,s:b}", "key_id", key_id, "deleted", 1),
 					 NULL);
@@ -842,14 +964,15 @@ static enum MHD_Result h_usage(struct req *r, const struct principal *who)
 {
 	struct api *a = r->api;
 	struct MHD_Connection *c = r->conn;
-	long long from = query_int(c, "from"), to = query_int(c, "to");
+	long long from = query_int(c, "from", 100000000000LL);
+	long long to = query_int(c, "to", 100000000000LL);
 	const char *group = query(c, "group_by"), *format = query(c, "format");
 	const char *t = header(c, "X-Hearth-Tenant");
 	int64_t tenant = who->tenant_id;
 	json_t *rows, *row;
 	size_t i;
 
-	if (from == -2 || to == -2 || from > 100000000000LL || to > 100000000000LL)
+	if (from == -2 || to == -2)
 		return send_error(c, 400, "InvalidParameter", "from and to are Unix times in seconds");
 	if (!group)
 		group = "function";
@@ -922,25 +1045,45 @@ static enum MHD_Result route(struct req *r, const char *method, const char *url)
 {
 	struct api *a = r->api;
 	struct MHD_Connection *c = r->conn;
-	struct principal who;
-	char path[512];
+	struct principal who = r->who;
+	char path[MAX_PATH_LEN + 1];
 	char *seg[6];
 	int n;
 
 	if (strcmp(url, "/healthz") == 0)
 		return send_json(c, 200, json_pack("{s:s}", "status", "ok"), NULL);
+	if (strcmp(url, "/readyz") == 0) {
+		/* Ready for new work: the process answers AND its state store does (a fleet host
+		 * that lost PostgreSQL is alive but not ready); for load balancers. */
+		char why[300];
+
+		if (store_health(a->store, why, sizeof(why)))
+			return send_json(c, 503, json_pack("{s:s,s:s}", "status", "unavailable",
+							   "reason", why), NULL);
+		return send_json(c, 200, json_pack("{s:s}", "status", "ready"), NULL);
+	}
 	if (strcmp(url, "/metrics") == 0 && strcmp(method, "GET") == 0) {
 		size_t len;
+		double ratio;
+		int at_80;
+
+		quota_budget_summary(a->cfg.quota, &ratio, &at_80);
+		metrics_budget(ratio, at_80);
 		char *m = metrics_render(&len);
 
 		return m ? send_buf(c, 200, "text/plain; version=0.0.4", m, len, NULL) : MHD_NO;
 	}
+	if (r->lam)
+		return lambda_route(r, method, url);
+	if (ui_is_path(url))
+		return ui_serve(a->ui, c, method, url);
+	if (ui_is_api(url))
+		return ui_api(a->ui, c, &who, method, url);
 	if (r->too_large)
 		return send_error(c, 413, "PayloadTooLarge", "request body exceeds %zu bytes", r->limit);
-	if (auth_check(a->store, header(c, "Authorization"), &who))
-		return send_error(c, 401, "Unauthorized",
-				  "missing or invalid API key (Authorization: Bearer <key>)");
-	snprintf(path, sizeof(path), "%s", url);
+	if (r->io_error)
+		return send_error(c, 500, "StorageError", "cannot store the upload");
+	snprintf(path, sizeof(path), "%s", url); /* fits: begin_request refused longer ones */
 	n = split_path(path, seg, 6);
 	if (n < 2 || strcmp(seg[0], "v1") != 0)
 		return send_error(c, 404, "NotFound", "no such endpoint");
@@ -954,6 +1097,12 @@ static enum MHD_Result route(struct req *r, const char *method, const char *url)
 	}
 	if (strcmp(seg[1], "usage") == 0 && n == 2 && strcmp(method, "GET") == 0)
 		return h_usage(r, &who);
+	if (strcmp(seg[1], "hosts") == 0 && n == 2 && strcmp(method, "GET") == 0) {
+		if (!who.admin)
+			return send_error(c, 403, "Forbidden", "the host list needs the admin key");
+		return send_json(c, 200, json_pack("{s:s,s:o}", "store", store_backend(a->store),
+						   "hosts", store_hosts(a->store)), NULL);
+	}
 	/* Everything else acts for one tenant; the admin names it with X-Hearth-Tenant. */
 	if (who.admin) {
 		const char *t = header(c, "X-Hearth-Tenant");
@@ -981,8 +1130,10 @@ static enum MHD_Result route(struct req *r, const char *method, const char *url)
 		return send_json(c, 200, j, NULL);
 	}
 	if (strcmp(seg[1], "dead-letters") == 0 && n == 2 && strcmp(method, "GET") == 0) {
-		long long limit = query_int(c, "limit");
+		long long limit = query_int(c, "limit", 1000);
 
+		if (limit == -2)
+			return send_error(c, 400, "InvalidParameter", "limit must be 1..1000");
 		return send_json(c, 200,
 				 json_pack("{s:o}", "dead_letters",
 					   store_dead_letters(a->store, who.tenant_id,
@@ -992,16 +1143,330 @@ static enum MHD_Result route(struct req *r, const char *method, const char *url)
 	return send_error(c, 404, "NotFound", "no such endpoint");
 }
 
-static size_t body_limit(struct api *a, const char *method, const char *url)
+static bool is_package_upload(const char *method, const char *url, const char *ctype)
+{
+	return strcmp(method, "POST") == 0 && strncmp(url, "/v1/functions/", 14) == 0 &&
+	       url[14] && !strchr(url + 14, '/') &&
+	       !(ctype && strncmp(ctype, "application/json", 16) == 0);
+}
+
+/* Only a package (streamed to disk) and an invoke payload may be large. */
+static size_t body_limit(struct api *a, const char *method, const char *url, const char *ctype)
 {
 	size_t n = strlen(url);
 
 	if (strcmp(method, "POST") == 0 && n > 7 && strcmp(url + n - 7, "/invoke") == 0)
 		return a->cfg.max_invoke_payload;
-	if (strcmp(method, "POST") == 0 && strncmp(url, "/v1/functions/", 14) == 0 &&
-	    !strchr(url + 14, '/'))
+	if (is_package_upload(method, url, ctype))
 		return a->cfg.max_package;
 	return SMALL_BODY_LIMIT;
+}
+
+/* ---- connections ------------------------------------------------------------------ */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
+struct conn *api_conn_of(struct MHD_Connection *c)
+{
+	return conn_of(c);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct api *a = cls;
+	struct conn *k = *socket_context;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		k = calloc(1, sizeof(*k));
+		if (!k)
+			return; /* on_unescape still refuses bad names without it */
+		k->fd = ci ? ci->connect_fd : -1;
+		k->header_since_ms = mono_ms();
+		pthread_mutex_lock(&a->conns_mu);
+		k->next = a->conns;
+		if (a->conns)
+			a->conns->prev = k;
+		a->conns = k;
+		pthread_mutex_unlock(&a->conns_mu);
+		*socket_context = k;
+		return;
+	}
+	if (!k)
+		return;
+	/* MHD notifies CLOSED before it closes the fd: once unlisted, the sweeper never touches it. */
+	pthread_mutex_lock(&a->conns_mu);
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		a->conns = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	pthread_mutex_unlock(&a->conns_mu);
+	free(k->raw_uri);
+	free(k);
+	*socket_context = NULL;
+}
+
+static void conn_set_waiting(struct api *a, struct MHD_Connection *c, bool waiting)
+{
+	struct conn *k = conn_of(c);
+
+	if (!k)
+		return;
+	pthread_mutex_lock(&a->conns_mu);
+	k->header_since_ms = waiting ? mono_ms() : 0;
+	pthread_mutex_unlock(&a->conns_mu);
+}
+
+/*
+ * The header deadline: a connection that has not delivered a complete request
+ * header within header_timeout_s of connecting (or of its previous response)
+ * is shut down; MHD then sees the end of the stream and closes it itself.
+ */
+static void *sweeper_main(void *arg)
+{
+	struct api *a = arg;
+	const int64_t limit = (int64_t)a->cfg.header_timeout_s * 1000;
+
+	while (!__atomic_load_n(&a->stopping, __ATOMIC_ACQUIRE)) {
+		int64_t now = mono_ms();
+		int cut = 0;
+
+		pthread_mutex_lock(&a->conns_mu);
+		for (struct conn *k = a->conns; k; k = k->next) {
+			if (k->header_since_ms && now - k->header_since_ms >= limit && k->fd >= 0) {
+				shutdown(k->fd, SHUT_RDWR);
+				k->header_since_ms = 0;
+				cut++;
+			}
+		}
+		pthread_mutex_unlock(&a->conns_mu);
+		if (cut)
+			hlog_info("api", "closed %d connection(s) that sent no complete request header"
+				  " within %d s", cut, a->cfg.header_timeout_s);
+		usleep(200000);
+	}
+	return NULL;
+}
+
+/* Called with the raw request target (path and query), before it is decoded. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct conn *k = conn_of(c);
+
+	(void)cls;
+	if (k) {
+		k->bad_escape = false;
+		k->uri_too_long = strlen(uri) > MAX_URI_LEN;
+		/* SigV4 signs the path and query as sent, before decoding. */
+		free(k->raw_uri);
+		k->raw_uri = !k->uri_too_long && lambda_is_path(uri) ? strdup(uri) : NULL;
+	}
+	return NULL; /* *con_cls: on_request allocates the request */
+}
+
+/*
+ * libmicrohttpd decodes the path and each query key and value in place and
+ * hands out NUL-terminated strings: "evil%00.tar" would become "evil". Decode
+ * with its own routine, and mark the request when the result holds a NUL or a
+ * control character, so that it is refused rather than cut.
+ */
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	size_t n = MHD_http_unescape(s);
+	struct conn *k;
+
+	(void)cls;
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)s[i] >= 0x20 && s[i] != 0x7f)
+			continue;
+		k = conn_of(c);
+		if (k) {
+			k->bad_escape = true;
+		} else {
+			s[0] = 0; /* no connection state: an empty name is refused anyway */
+			return 0;
+		}
+		break;
+	}
+	return n;
+}
+
+struct header_counts {
+	int content_length, transfer_encoding, authorization;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+				    const char *value)
+{
+	struct header_counts *n = cls;
+
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, "Content-Length") == 0)
+		n->content_length++;
+	else if (strcasecmp(key, "Transfer-Encoding") == 0)
+		n->transfer_encoding++;
+	else if (strcasecmp(key, "Authorization") == 0)
+		n->authorization++;
+	return MHD_YES;
+}
+
+/* A refusal before routing, in the format of the API the path belongs to. */
+static enum MHD_Result early_error(struct req *r, const char *url, unsigned status,
+				   const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+static enum MHD_Result early_error(struct req *r, const char *url, unsigned status,
+				   const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (lambda_is_path(url))
+		return lambda_refuse(r, status, "InvalidRequestContentException", msg);
+	return send_error(r->conn, status, code, "%s", msg);
+}
+
+/*
+ * The request header is complete and no byte of the body has been read: refuse
+ * here whatever can be refused, above all a request without a valid key, so
+ * that nobody unauthenticated makes hearthd read or store a body.
+ */
+static enum MHD_Result begin_request(struct req *r, const char *method, const char *url)
+{
+	struct api *a = r->api;
+	struct MHD_Connection *c = r->conn;
+	struct conn *k = conn_of(c);
+	struct header_counts n = { 0 };
+	const char *cl = header(c, "Content-Length"), *auth = NULL;
+	size_t auth_len = 0;
+
+	if (k && k->uri_too_long)
+		return early_error(r, url, 414, "URITooLong", "the request target exceeds %d bytes",
+				   MAX_URI_LEN);
+	if (strlen(url) > MAX_PATH_LEN)
+		return early_error(r, url, 414, "URITooLong", "the path exceeds %d bytes", MAX_PATH_LEN);
+	if (k && k->bad_escape)
+		return early_error(r, url, 400, "InvalidPath",
+				   "the path or a query argument decodes to a NUL or control character");
+	MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &n);
+	if (n.content_length > 1 || (n.content_length && n.transfer_encoding))
+		return early_error(r, url, 400, "InvalidContentLength",
+				   "send one Content-Length header, or Transfer-Encoding alone");
+	/*
+	 * libmicrohttpd decodes only chunked; given another coding it waits for a
+	 * body it cannot delimit until the idle timeout (RFC 9112 6.1: answer 501).
+	 */
+	if (n.transfer_encoding &&
+	    (n.transfer_encoding > 1 || strcasecmp(header(c, "Transfer-Encoding"), "chunked")))
+		return early_error(r, url, 501, "UnsupportedTransferEncoding",
+				   "the only transfer coding accepted is one Transfer-Encoding: chunked");
+	if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+	    strcmp(url, "/metrics") == 0 || ui_is_path(url))
+		return MHD_YES;
+	if (lambda_is_path(url))
+		return lambda_begin(r, method, url);
+	/* A fleet host that lost its database refuses new work (running work finishes). */
+	char why[300];
+
+	if (store_health(a->store, why, sizeof(why)))
+		return send_error(c, 503, "StoreUnavailable", "%s; this host takes no new work "
+				  "until it is back", why);
+	MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, "Authorization", 13, &auth, &auth_len);
+	if (n.authorization > 1 || auth_check(a->store, auth, auth_len, &r->who)) {
+		if (store_health(a->store, why, sizeof(why))) /* the key could not be looked up */
+			return send_error(c, 503, "StoreUnavailable", "%s", why);
+		return send_error(c, 401, "Unauthorized",
+				  "missing or invalid API key (Authorization: Bearer <key>)");
+	}
+	r->limit = body_limit(a, method, url, header(c, "Content-Type"));
+	if (cl && strtoull(cl, NULL, 10) > r->limit) /* MHD refused non-numeric values already */
+		return send_error(c, 413, "PayloadTooLarge", "request body exceeds %zu bytes",
+				  r->limit);
+	if (is_package_upload(method, url, header(c, "Content-Type"))) {
+		struct tenant_limits lim;
+
+		if (!r->who.admin && cl && store_limits_get(a->store, r->who.tenant_id, &lim) == 0 &&
+		    lim.max_package_bytes > 0 &&
+		    strtoull(cl, NULL, 10) > (unsigned long long)lim.max_package_bytes)
+			return send_error(c, 413, "PackageTooLarge",
+					  "the package is %s bytes; this tenant's limit is %lld", cl,
+					  (long long)lim.max_package_bytes);
+		/* Packages go to disk as they arrive, never whole into memory. */
+		snprintf(r->upload_path, sizeof(r->upload_path), "%s/upload-XXXXXX.tar.gz",
+			 a->tmp_dir);
+		r->upload_fd = mkostemps(r->upload_path, 7, O_CLOEXEC);
+		if (r->upload_fd < 0) {
+			r->upload_path[0] = 0;
+			return send_error(c, 500, "StorageError", "cannot store the upload");
+		}
+	}
+	return MHD_YES;
+}
+
+static bool write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+static void take_body(struct req *r, const char *data, size_t n)
+{
+	if (r->too_large || r->io_error)
+		return;
+	if (r->len + n > r->limit) {
+		r->too_large = true;
+		free(r->body);
+		r->body = NULL;
+		r->len = 0;
+		return;
+	}
+	if (r->upload_fd >= 0) {
+		if (!write_all(r->upload_fd, data, n))
+			r->io_error = true;
+		r->len += n;
+		return;
+	}
+	char *nb = realloc(r->body, r->len + n + 1);
+
+	if (!nb) {
+		r->io_error = true;
+		return;
+	}
+	memcpy(nb + r->len, data, n);
+	r->body = nb;
+	r->len += n;
+	r->body[r->len] = 0;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -1011,23 +1476,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	struct api *a = cls;
 	struct req *r = *con_cls;
 
+	(void)version;
 	if (!r) {
-		const char *cl;
-
+		conn_set_waiting(a, c, false); /* the header is complete */
 		r = calloc(1, sizeof(*r));
 		if (!r)
 			return MHD_NO;
 		r->api = a;
 		r->conn = c;
-		r->limit = body_limit(a, method, url);
+		r->upload_fd = -1;
+		r->limit = SMALL_BODY_LIMIT;
 		*con_cls = r;
-		cl = header(c, "Content-Length");
-		if (cl && strtoull(cl, NULL, 10) > r->limit) {
-			/* Refuse before reading a byte of it. */
-			return send_error(c, 413, "PayloadTooLarge", "request body exceeds %zu bytes",
-					  r->limit);
-		}
-		return MHD_YES;
+		return begin_request(r, method, url);
 	}
 	if (r->inv) {
 		/* Resumed: the invocation has finished. */
@@ -1036,23 +1496,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return respond_invocation(r);
 	}
 	if (*upload_size) {
-		if (!r->too_large) {
-			if (r->len + *upload_size > r->limit) {
-				r->too_large = true;
-				free(r->body);
-				r->body = NULL;
-				r->len = 0;
-			} else {
-				char *nb = realloc(r->body, r->len + *upload_size + 1);
-
-				if (!nb)
-					return MHD_NO;
-				memcpy(nb + r->len, upload, *upload_size);
-				r->body = nb;
-				r->len += *upload_size;
-				r->body[r->len] = 0;
-			}
-		}
+		take_body(r, upload, *upload_size);
 		*upload_size = 0;
 		return MHD_YES;
 	}
@@ -1064,9 +1508,17 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
 	struct req *r = *con_cls;
 
+	(void)toe;
+	/* A kept-alive connection gets the same deadline for its next request header. */
+	conn_set_waiting(cls, c, true);
 	if (!r)
 		return;
 	free_invocation(r->inv);
+	lambda_req_free(r->lam);
+	if (r->upload_fd >= 0)
+		close(r->upload_fd);
+	if (r->upload_path[0])
+		unlink(r->upload_path);
 	free(r->body);
 	free(r);
 	*con_cls = NULL;
@@ -1100,24 +1552,42 @@ static struct MHD_Daemon *start_daemon(struct api *a, int port, int listen_fd)
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 			 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	/* Options both listeners share: decoding checks, header deadline, request hooks. */
+#define COMMON_OPTIONS                                                                         \
+	MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,                                          \
+	MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,                                        \
+	MHD_OPTION_URI_LOG_CALLBACK, on_uri, a,                                                \
+	MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, a,                                          \
+	MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)a->cfg.conn_timeout_s,                        \
+	MHD_OPTION_THREAD_POOL_SIZE, (unsigned)a->cfg.threads
 
-	if (listen_fd >= 0)
+	if (listen_fd >= 0) {
+		/* The local socket has its own connection budget: TCP clients cannot use it up. */
 		return MHD_start_daemon(flags, 0, NULL, NULL, on_request, a,
-					MHD_OPTION_LISTEN_SOCKET, listen_fd,
-					MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)a->cfg.conn_timeout_s,
-					MHD_OPTION_CONNECTION_LIMIT, 8192u,
-					MHD_OPTION_THREAD_POOL_SIZE, (unsigned)a->cfg.threads,
+					MHD_OPTION_LISTEN_SOCKET, listen_fd, COMMON_OPTIONS,
+					MHD_OPTION_CONNECTION_LIMIT, (unsigned)a->cfg.unix_max_conns,
 					MHD_OPTION_END);
+	}
 	inet_pton(AF_INET, a->cfg.listen_host, &sin.sin_addr);
 	return MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a,
-				MHD_OPTION_SOCK_ADDR, &sin,
-				MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)a->cfg.conn_timeout_s,
-				MHD_OPTION_CONNECTION_LIMIT, 8192u,
+				MHD_OPTION_SOCK_ADDR, &sin, COMMON_OPTIONS,
+				MHD_OPTION_CONNECTION_LIMIT, (unsigned)a->cfg.max_conns,
+				MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)a->cfg.max_conns_per_ip,
 				MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-				MHD_OPTION_THREAD_POOL_SIZE, (unsigned)a->cfg.threads,
 				MHD_OPTION_END);
+#undef COMMON_OPTIONS
+}
+
+static void api_free(struct api *a)
+{
+	if (a->sweeper_started) {
+		__atomic_store_n(&a->stopping, 1, __ATOMIC_RELEASE);
+		pthread_join(a->sweeper, NULL);
+	}
+	pthread_mutex_destroy(&a->conns_mu);
+	awskeys_close(a->awskeys);
+	ui_close(a->ui);
+	free(a);
 }
 
 int api_start(const struct api_config *cfg, struct store *store, struct sched *sched,
@@ -1134,23 +1604,55 @@ int api_start(const struct api_config *cfg, struct store *store, struct sched *s
 		a->cfg.max_package = 64u << 20;
 	if (a->cfg.conn_timeout_s <= 0)
 		a->cfg.conn_timeout_s = 30;
+	if (a->cfg.header_timeout_s <= 0)
+		a->cfg.header_timeout_s = API_DEFAULT_HEADER_TIMEOUT_S;
+	if (a->cfg.max_conns <= 0)
+		a->cfg.max_conns = API_DEFAULT_MAX_CONNS;
+	if (a->cfg.max_conns_per_ip <= 0)
+		a->cfg.max_conns_per_ip = API_DEFAULT_MAX_CONNS_PER_IP;
+	if (a->cfg.unix_max_conns <= 0)
+		a->cfg.unix_max_conns = API_DEFAULT_UNIX_MAX_CONNS;
 	if (a->cfg.threads <= 0)
 		a->cfg.threads = 2;
 	a->store = store;
 	a->sched = sched;
 	a->async = async;
+	if (!a->cfg.aws_region || !a->cfg.aws_region[0])
+		a->cfg.aws_region = API_DEFAULT_AWS_REGION;
+	pthread_mutex_init(&a->conns_mu, NULL);
+	if (awskeys_open(store, cfg->state_dir, &a->awskeys)) {
+		pthread_mutex_destroy(&a->conns_mu);
+		free(a);
+		return -ENOMEM;
+	}
+	{
+		struct ui_env ue = { store, sched, a->cfg.host_capacity, a->cfg.unreserved_floor };
+
+		if (ui_open(cfg->ui_dir, &ue, &a->ui)) {
+			api_free(a);
+			return -ENOMEM;
+		}
+	}
 	snprintf(a->images_dir, sizeof(a->images_dir), "%s/images", cfg->state_dir);
 	snprintf(a->tmp_dir, sizeof(a->tmp_dir), "%s/tmp", cfg->state_dir);
 	mkdir(a->images_dir, 0700);
 	mkdir(a->tmp_dir, 0700);
+	if (pthread_create(&a->sweeper, NULL, sweeper_main, a) != 0) {
+		hlog_error("api", "cannot start the header deadline thread");
+		api_free(a);
+		return -EAGAIN;
+	}
+	a->sweeper_started = true;
 	if (cfg->listen_host) {
 		a->tcp = start_daemon(a, cfg->port, -1);
 		if (!a->tcp) {
 			hlog_error("api", "cannot listen on %s:%d", cfg->listen_host, cfg->port);
-			free(a);
+			api_free(a);
 			return -EADDRINUSE;
 		}
-		hlog_info("api", "listening on http://%s:%d", cfg->listen_host, cfg->port);
+		hlog_info("api", "listening on http://%s:%d (at most %d connections, %d per IP;"
+			  " request headers within %d s)", cfg->listen_host, cfg->port,
+			  a->cfg.max_conns, a->cfg.max_conns_per_ip, a->cfg.header_timeout_s);
 	}
 	if (cfg->unix_path) {
 		int fd = unix_listen(cfg->unix_path);
@@ -1161,10 +1663,11 @@ int api_start(const struct api_config *cfg, struct store *store, struct sched *s
 				   strerror(fd < 0 ? -fd : EIO));
 			if (a->tcp)
 				MHD_stop_daemon(a->tcp);
-			free(a);
+			api_free(a);
 			return -EIO;
 		}
-		hlog_info("api", "listening on unix:%s", cfg->unix_path);
+		hlog_info("api", "listening on unix:%s (at most %d connections)", cfg->unix_path,
+			  a->cfg.unix_max_conns);
 	}
 	*out = a;
 	return 0;
@@ -1186,5 +1689,5 @@ void api_stop(struct api *a)
 		MHD_stop_daemon(a->unx);
 		unlink(a->cfg.unix_path);
 	}
-	free(a);
+	api_free(a);
 }

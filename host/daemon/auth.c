@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,7 +56,7 @@ int auth_key_create(struct store *s, int64_t tenant_id, char out[AUTH_KEY_LEN + 
 	return 0;
 }
 
-int auth_check(struct store *s, const char *header, struct principal *p)
+int auth_check(struct store *s, const char *header, size_t len, struct principal *p)
 {
 	char key_id[17], tname[128];
 	uint8_t want[32], got[32];
@@ -63,10 +64,10 @@ int auth_check(struct store *s, const char *header, struct principal *p)
 	const char *k = header;
 
 	memset(p, 0, sizeof(*p));
-	if (!k)
+	/* The whole value must be "Bearer <key>": no bare key, and nothing after a NUL. */
+	if (!k || memchr(k, 0, len) || strncasecmp(k, "Bearer ", 7) != 0)
 		return -EACCES;
-	if (strncasecmp(k, "Bearer ", 7) == 0)
-		k += 7;
+	k += 7;
 	while (*k == ' ')
 		k++;
 	if (strlen(k) != AUTH_KEY_LEN || strncmp(k, "hk_", 3) != 0 || k[19] != '_')

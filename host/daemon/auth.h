@@ -28,8 +28,12 @@ struct principal {
 int auth_key_create(struct store *s, int64_t tenant_id, char out[AUTH_KEY_LEN + 1],
 		    char key_id[17]);
 
-/* Checks "Bearer <key>" (or a bare key). Returns 0 and fills p, or -EACCES. */
-int auth_check(struct store *s, const char *header, struct principal *p);
+/*
+ * Checks an Authorization value of len bytes: exactly "Bearer <key>" (scheme
+ * case-insensitive). A bare key, trailing bytes, or a NUL inside the value are
+ * refused. Returns 0 and fills p, or -EACCES.
+ */
+int auth_check(struct store *s, const char *header, size_t len, struct principal *p);
 
 /* On first start, creates the admin key and writes it to path (mode 0600). */
 int auth_bootstrap_admin(struct store *s, const char *path);

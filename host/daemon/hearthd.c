@@ -20,6 +20,7 @@
 #include "api.h"
 #include "async.h"
 #include "auth.h"
+#include "config.h"
 #include "engine.h"
 #include "log.h"
 #include "quota.h"
@@ -28,6 +29,9 @@
 
 #ifndef HEARTH_AGENT_DEFAULT
 #define HEARTH_AGENT_DEFAULT "/usr/lib/hearth/hearth-agent"
+#endif
+#ifndef HEARTH_UI_DEFAULT
+#define HEARTH_UI_DEFAULT "/usr/share/hearth/ui"
 #endif
 #ifndef HEARTH_VMM_DEFAULT
 #define HEARTH_VMM_DEFAULT "/usr/lib/hearth/hearth-vmm"
@@ -40,9 +44,18 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: hearthd [options]\n"
+		"  --config PATH          read options from PATH first ('key = value' per line, keys\n"
+		"                         are these flags without '--'; flags given here override\n"
+		"                         it; default " HEARTHD_DEFAULT_CONFIG " when it exists;\n"
+		"                         'none' = no file)\n"
 		"  --listen HOST:PORT     TCP address of the API (default 127.0.0.1:7070; 'none' to disable)\n"
 		"  --socket PATH          Unix socket of the API (default /run/hearth/hearthd.sock)\n"
 		"  --state-dir DIR        SQLite state, images, admin key (default /var/lib/hearth)\n"
+		"  --store URL|PATH       the state store: a SQLite file (default STATE-DIR/hearth.db)\n"
+		"                         or postgresql://... : a fleet of hosts sharing one\n"
+		"                         PostgreSQL database (see docs/fleet.md)\n"
+		"  --host-id ID           this host's name in a fleet, unique among live hosts\n"
+		"                         (default: the hostname)\n"
 		"  --run-dir DIR          per-VM sockets and logs (default /run/hearth/vms)\n"
 		"  --engine NAME          auto | builtin | libvirt | process (default auto: builtin\n"
 		"                         where KVM runs stock guests, else libvirt)\n"
@@ -53,6 +66,17 @@ static void usage(FILE *f)
 		"  --kernel PATH          guest kernel (default: newest kernel-config/build result)\n"
 		"  --agent PATH           hearth-agent put into images (default %s)\n"
 		"  --keep-warm SECONDS    idle VM lifetime (default 600)\n"
+		"  --restore-timeout-ms N a restored clone not answering within N ms is destroyed\n"
+		"                         and a VM booted instead (default 5000)\n"
+		"  --region NAME          the AWS region hearthd presents (default us-east-1): the\n"
+		"                         AWS_REGION of runtime-mode functions, ARNs, and the\n"
+		"                         Lambda API's SigV4 credential scope\n"
+		"  --vmm-pool N           builtin engine: pre-started hearth-vmm processes kept idle\n"
+		"                         per VM shape with a snapshot; a clone restores in one in\n"
+		"                         well under a millisecond (default 2; 0: spawn each)\n"
+		"  --jail on|off          builtin engine: jail every hearth-vmm (own uid, namespaces,\n"
+		"                         empty root, cgroup, no capability; default on as root)\n"
+		"  --jail-uid-base N      first of the 65536 uids jailed VMMs get (2000000000)\n"
 		"  --max-vms N            VMs on this host at most (default 64)\n"
 		"  --host-memory-mb N     guest memory of all VMs at most (default: RAM - 1 GiB)\n"
 		"  --vcpu-overcommit R    vCPUs of all VMs at most R x host CPUs (default 16)\n"
@@ -63,8 +87,82 @@ static void usage(FILE *f)
 		"  --async-backoff-ms N   first retry delay, doubling (default 1000)\n"
 		"  --async-max-age S      events older than this are dead-lettered (default 21600)\n"
 		"  --no-server-path-deploy  refuse admin deploys from server paths\n"
+		"  --max-connections N    TCP API connections at most (default 8192, lowered to fit\n"
+		"                         the open-file limit with room for VMs and the Unix socket)\n"
+		"  --max-connections-per-ip N  TCP API connections per client address (default 1024)\n"
+		"  --unix-max-connections N    Unix socket API connections (default 1024)\n"
+		"  --header-timeout S     a request header must be complete within S seconds of\n"
+		"                         connecting or of the previous response (default 10)\n"
+		"  --ui-dir DIR           the web console's files, served at /ui/ (default %s;\n"
+		"                         'none' = no console)\n"
+		"  --aws-region R         the same as --region\n"
 		"  --verbose              debug log lines\n",
-		HEARTH_VMM_DEFAULT, HEARTH_AGENT_DEFAULT);
+		HEARTH_VMM_DEFAULT, HEARTH_AGENT_DEFAULT, HEARTH_UI_DEFAULT);
+}
+
+/* A flag's value: a whole number 1..10^7, or exit with a usage error. */
+static int positive_arg(const char *flag, const char *v)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || *end || end == v || n < 1 || n > 10000000) {
+		fprintf(stderr, "hearthd: %s wants a whole number from 1, got '%s'\n", flag, v);
+		exit(2);
+	}
+	return (int)n;
+}
+
+#define NOFILE_IF_UNLIMITED 1048576u /* fs.nr_open's default */
+#define FD_RESERVE_BASE 256u   /* SQLite, logs, the agent and engine plumbing */
+#define FD_RESERVE_PER_VM 16u  /* a VM's sockets, pipes and files */
+
+/*
+ * Raises RLIMIT_NOFILE's soft limit to the hard one (which the operator sets:
+ * ulimit -Hn, systemd's LimitNOFILE=), then fits the API's connection limits under it, leaving room for every VM,
+ * SQLite and the Unix socket: accepting a TCP connection must never take the
+ * fd a VM or the local socket needs.
+ */
+static int fit_connections(struct api_config *c, int max_vms)
+{
+	struct rlimit rl;
+	rlim_t reserve, budget;
+
+	if (c->max_conns <= 0)
+		c->max_conns = API_DEFAULT_MAX_CONNS;
+	if (c->max_conns_per_ip <= 0)
+		c->max_conns_per_ip = API_DEFAULT_MAX_CONNS_PER_IP;
+	if (c->unix_max_conns <= 0)
+		c->unix_max_conns = API_DEFAULT_UNIX_MAX_CONNS;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		perror("hearthd: getrlimit(RLIMIT_NOFILE)");
+		return -1;
+	}
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? NOFILE_IF_UNLIMITED : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		getrlimit(RLIMIT_NOFILE, &rl);
+	reserve = FD_RESERVE_BASE + FD_RESERVE_PER_VM * (rlim_t)(max_vms > 0 ? max_vms : 0);
+	budget = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 0;
+	if ((rlim_t)c->unix_max_conns > budget / 4)
+		c->unix_max_conns = (int)(budget / 4);
+	budget -= (rlim_t)c->unix_max_conns;
+	if ((rlim_t)c->max_conns > budget)
+		c->max_conns = (int)budget;
+	if (c->max_conns_per_ip > c->max_conns)
+		c->max_conns_per_ip = c->max_conns;
+	if (c->max_conns < 16 || c->unix_max_conns < 4) {
+		fprintf(stderr, "hearthd: the open-file limit (%llu) leaves too few fds for API"
+				" connections beside %d VMs; raise it (ulimit -n) or lower --max-vms\n",
+			(unsigned long long)rl.rlim_cur, max_vms);
+		return -1;
+	}
+	hlog_info("hearthd", "open files at most %llu: TCP API connections at most %d (%d per IP),"
+		  " Unix socket %d, %llu kept for VMs and state", (unsigned long long)rl.rlim_cur,
+		  c->max_conns, c->max_conns_per_ip, c->unix_max_conns,
+		  (unsigned long long)reserve);
+	return 0;
 }
 
 static void usage_hook(void *ctx, int64_t tenant, uint64_t mb_ms)
@@ -124,6 +222,8 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "state-dir", required_argument, NULL, 'd' },
 		{ "run-dir", required_argument, NULL, 'r' },
+		{ "store", required_argument, NULL, 'S' },
+		{ "host-id", required_argument, NULL, 'H' },
 		{ "engine", required_argument, NULL, 'e' },
 		{ "allow-unisolated", no_argument, NULL, 'U' },
 		{ "libvirt-uri", required_argument, NULL, 'u' },
@@ -132,7 +232,12 @@ int main(int argc, char **argv)
 		{ "builtin-kernel", required_argument, NULL, 'K' },
 		{ "agent", required_argument, NULL, 'a' },
 		{ "keep-warm", required_argument, NULL, 'w' },
+		{ "restore-timeout-ms", required_argument, NULL, 'Z' },
+		{ "region", required_argument, NULL, 'g' },
 		{ "max-vms", required_argument, NULL, 'm' },
+		{ "vmm-pool", required_argument, NULL, 'Q' },
+		{ "jail", required_argument, NULL, 'J' },
+		{ "jail-uid-base", required_argument, NULL, 'j' },
 		{ "parked-ttl", required_argument, NULL, 'P' },
 		{ "host-memory-mb", required_argument, NULL, 'M' },
 		{ "vcpu-overcommit", required_argument, NULL, 'O' },
@@ -141,18 +246,28 @@ int main(int argc, char **argv)
 		{ "async-backoff-ms", required_argument, NULL, 'B' },
 		{ "async-max-age", required_argument, NULL, 'A' },
 		{ "no-server-path-deploy", no_argument, NULL, 'N' },
+		{ "max-connections", required_argument, NULL, 'C' },
+		{ "max-connections-per-ip", required_argument, NULL, 'I' },
+		{ "unix-max-connections", required_argument, NULL, 'X' },
+		{ "header-timeout", required_argument, NULL, 'T' },
+		{ "ui-dir", required_argument, NULL, 'W' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "aws-region", required_argument, NULL, 'G' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *listen = "127.0.0.1:7070", *sock = "/run/hearth/hearthd.sock";
 	const char *state_dir = "/var/lib/hearth", *run_dir = "/run/hearth/vms";
+	const char *store_spec = NULL, *host_id = NULL;
+	char hostname[256], images[PATH_MAX], serr[512];
 	const char *engine = "auto", *uri = NULL, *agent = HEARTH_AGENT_DEFAULT;
 	char *kernel = NULL, *builtin_kernel = NULL;
-	const char *vmm = HEARTH_VMM_DEFAULT;
-	bool allow_unisolated = false, server_path = true;
+	const char *vmm = HEARTH_VMM_DEFAULT, *ui_dir = HEARTH_UI_DEFAULT;
+	bool allow_unisolated = false, server_path = true, jail = geteuid() == 0;
+	uint32_t jail_uid_base = HEARTH_JAIL_UID_BASE;
 	int overcommit = 16, unreserved_floor = -1;
-	struct sched_config scfg = { .keep_warm_ms = 600000, .max_vms = 64 };
+	struct sched_config scfg = { .keep_warm_ms = 600000, .max_vms = 64, .vmm_pool = 2 };
 	struct async_config acfg = { .retries = 2, .backoff_ms = 1000, .max_age_ms = 21600000 };
 	struct api_config apicfg = { 0 };
 	struct sched_engines eng = { 0 };
@@ -164,14 +279,28 @@ int main(int argc, char **argv)
 	char host[256] = "", path[PATH_MAX], err[512];
 	int port = 0, c, sig;
 	sigset_t set;
-	struct rlimit rl;
 
+	{
+		int named;
+		const char *conf = config_path(argc, argv, &named);
+
+		if (conf && config_load(conf, opts, argc, argv, &argc, &argv, err, sizeof(err))) {
+			fprintf(stderr, "hearthd: %s\n", err);
+			return 2;
+		}
+		if (conf)
+			fprintf(stderr, "hearthd: options from %s%s\n", conf,
+				named ? "" : " (the default file)");
+	}
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
+		case 'c': break; /* read above */
 		case 'l': listen = optarg; break;
 		case 's': sock = strcmp(optarg, "none") ? optarg : NULL; break;
 		case 'd': state_dir = optarg; break;
 		case 'r': run_dir = optarg; break;
+		case 'S': store_spec = optarg; break;
+		case 'H': host_id = optarg; break;
 		case 'e': engine = optarg; break;
 		case 'U': allow_unisolated = true; break;
 		case 'u': uri = optarg; break;
@@ -180,7 +309,34 @@ int main(int argc, char **argv)
 		case 'K': builtin_kernel = strdup(optarg); break;
 		case 'a': agent = optarg; break;
 		case 'w': scfg.keep_warm_ms = atoll(optarg) * 1000; break;
+		case 'Z': scfg.restore_timeout_ms = positive_arg("--restore-timeout-ms", optarg); break;
+		case 'g': /* one region for both: runtime environments and ARNs, and SigV4 */
+		case 'G': scfg.region = optarg; apicfg.aws_region = optarg; break;
 		case 'm': scfg.max_vms = atoi(optarg); break;
+		case 'J':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				fprintf(stderr, "hearthd: --jail takes on or off, not '%s'\n", optarg);
+				return 2;
+			}
+			jail = !strcmp(optarg, "on");
+			break;
+		case 'j': {
+			char *end;
+			unsigned long long v;
+
+			errno = 0;
+			v = strtoull(optarg, &end, 10);
+			if (errno || *end || end == optarg || v < 1 ||
+			    v > 0xffffffffull - HEARTH_JAIL_UIDS - 1) {
+				fprintf(stderr, "hearthd: --jail-uid-base wants a uid from 1 to %u, got "
+						"'%s'\n", 0xffffffffu - HEARTH_JAIL_UIDS - 1, optarg);
+				return 2;
+			}
+			jail_uid_base = (uint32_t)v;
+			break;
+		}
+		case 'Q': scfg.vmm_pool = strcmp(optarg, "0") ? positive_arg("--vmm-pool", optarg) : 0;
+			break;
 		case 'P': scfg.parked_ttl_ms = atoll(optarg) * 1000; break;
 		case 'M': scfg.host_memory_mb = atoll(optarg); break;
 		case 'O': overcommit = atoi(optarg); break;
@@ -189,6 +345,11 @@ int main(int argc, char **argv)
 		case 'B': acfg.backoff_ms = atoll(optarg); break;
 		case 'A': acfg.max_age_ms = atoll(optarg) * 1000; break;
 		case 'N': server_path = false; break;
+		case 'C': apicfg.max_conns = positive_arg("--max-connections", optarg); break;
+		case 'I': apicfg.max_conns_per_ip = positive_arg("--max-connections-per-ip", optarg); break;
+		case 'X': apicfg.unix_max_conns = positive_arg("--unix-max-connections", optarg); break;
+		case 'T': apicfg.header_timeout_s = positive_arg("--header-timeout", optarg); break;
+		case 'W': ui_dir = strcmp(optarg, "none") ? optarg : NULL; break;
 		case 'v': hlog_set_verbose(true); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -214,11 +375,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hearthd: hearth-agent not found at %s (use --agent)\n", agent);
 		return 2;
 	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-		/* Thousands of suspended connections need thousands of fds. */
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	if (fit_connections(&apicfg, scfg.max_vms))
+		return 1;
 	if (mkdirs(state_dir, 0700) || mkdirs(run_dir, 0700)) {
 		fprintf(stderr, "hearthd: cannot create %s or %s: %s\n", state_dir, run_dir,
 			strerror(errno));
@@ -234,8 +392,28 @@ int main(int argc, char **argv)
 		}
 	}
 	snprintf(path, sizeof(path), "%s/hearth.db", state_dir);
-	if (store_open(path, &store))
-		return 1;
+	if (!host_id) {
+		if (gethostname(hostname, sizeof(hostname)) != 0)
+			snprintf(hostname, sizeof(hostname), "localhost");
+		hostname[sizeof(hostname) - 1] = 0;
+		host_id = hostname;
+	}
+	if (!*host_id || strlen(host_id) > 128) {
+		fprintf(stderr, "hearthd: --host-id wants 1 to 128 characters\n");
+		return 2;
+	}
+	snprintf(images, sizeof(images), "%s/images", state_dir);
+	{
+		struct store_options so = { .host_id = host_id, .address = listen,
+					    .image_dir = images, .state_dir = state_dir };
+
+		if (store_open_spec(store_spec ? store_spec : path, &so, &store, serr, sizeof(serr))) {
+			fprintf(stderr, "hearthd: store: %s\n", serr);
+			return 1;
+		}
+	}
+	if (strcmp(store_backend(store), "postgresql") == 0)
+		hlog_info("hearthd", "store postgresql (fleet host %s)", host_id);
 	snprintf(path, sizeof(path), "%s/admin.key", state_dir);
 	if (auth_bootstrap_admin(store, path))
 		return 1;
@@ -245,7 +423,8 @@ int main(int argc, char **argv)
 	    (strcmp(engine, "auto") == 0 && hearth_kvm_runs_stock_guests() && access(vmm, X_OK) == 0)) {
 		char bdir[PATH_MAX];
 		struct hearth_engine_config ec = { .kind = HEARTH_ENGINE_BUILTIN, .run_dir = bdir,
-						   .vmm_bin = vmm };
+						   .vmm_bin = vmm, .jail = jail,
+						   .jail_uid_base = jail_uid_base };
 
 		snprintf(bdir, sizeof(bdir), "%s/vmm", run_dir);
 		mkdirs(bdir, 0700);
@@ -338,6 +517,7 @@ int main(int argc, char **argv)
 	apicfg.agent_bin = agent;
 	apicfg.allow_server_path_deploy = server_path;
 	apicfg.threads = 2;
+	apicfg.ui_dir = ui_dir;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);

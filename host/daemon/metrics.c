@@ -23,9 +23,19 @@ static const char *const statuses[] = { "Success", "FunctionError", "Crashed", "
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 
 static atomic_ullong invocations[NSTATUS];
-static atomic_ullong function_errors, platform_errors, throttles, cold_starts;
+static atomic_ullong function_errors, platform_errors, throttles, cold_starts, clone_failures;
 static atomic_llong concurrent, vms;
+static atomic_llong pool_idle, pool_starting;
+static atomic_ullong pool_hits, pool_misses, pool_discarded;
 static atomic_ullong async_counts[4];
+/* The last name stands for any other reason. */
+static const char *const reasons[] = { "RateLimitExceeded", "TenantConcurrencyLimitExceeded",
+				       "ReservedConcurrencyLimitExceeded", "MemoryQuotaExceeded",
+				       "BudgetExceeded", "HostCapacityExceeded", "Other" };
+#define NREASONS (sizeof(reasons) / sizeof(reasons[0]))
+static atomic_ullong throttles_by[NREASONS];
+static atomic_ullong cold_by_path[2]; /* boot, restore */
+static atomic_llong budget_ratio_ppm, budget_at_80;
 static struct histogram duration, init_duration, boot_duration;
 
 static void observe(struct histogram *h, uint64_t us)
@@ -52,7 +62,39 @@ void metrics_invocation(const char *status, uint64_t duration_us, bool fe, bool 
 		observe(&duration, duration_us);
 }
 
-void metrics_throttle(void) { atomic_fetch_add(&throttles, 1); }
+void metrics_throttle(void) { metrics_throttle_reason(NULL); }
+
+void metrics_throttle_reason(const char *reason)
+{
+	size_t i;
+
+	for (i = 0; i < NREASONS - 1 && !(reason && strcmp(reasons[i], reason) == 0); i++)
+		;
+	atomic_fetch_add(&throttles, 1);
+	atomic_fetch_add(&throttles_by[i], 1);
+}
+
+void metrics_cold_start_path(const char *path)
+{
+	atomic_fetch_add(&cold_by_path[path && strcmp(path, "restore") == 0], 1);
+}
+
+void metrics_budget(double max_used_ratio, int tenants_at_80)
+{
+	atomic_store(&budget_ratio_ppm, (long long)(max_used_ratio * 1e6));
+	atomic_store(&budget_at_80, tenants_at_80);
+}
+
+void metrics_clone_failed(void) { atomic_fetch_add(&clone_failures, 1); }
+
+void metrics_vmm_pool(int idle, int starting, uint64_t hits, uint64_t misses, uint64_t discarded)
+{
+	atomic_store(&pool_idle, idle);
+	atomic_store(&pool_starting, starting);
+	atomic_store(&pool_hits, hits);
+	atomic_store(&pool_misses, misses);
+	atomic_store(&pool_discarded, discarded);
+}
 
 void metrics_cold_start(uint64_t boot_us, uint64_t init_us)
 {
@@ -104,14 +146,53 @@ char *metrics_render(size_t *len)
 	fprintf(f, "# HELP hearth_throttles_total Invocations refused by admission (429).\n"
 		   "# TYPE hearth_throttles_total counter\nhearth_throttles_total %llu\n",
 		(unsigned long long)throttles);
+	fprintf(f, "# HELP hearth_throttles_by_reason_total Invocations refused (429) by reason code.\n"
+		   "# TYPE hearth_throttles_by_reason_total counter\n");
+	for (size_t i = 0; i < NREASONS; i++)
+		fprintf(f, "hearth_throttles_by_reason_total{reason=\"%s\"} %llu\n", reasons[i],
+			(unsigned long long)atomic_load(&throttles_by[i]));
+	fprintf(f, "# HELP hearth_cold_starts_by_path_total Cold starts by path: a VM booted, or a "
+		   "snapshot clone or saved VM restored.\n"
+		   "# TYPE hearth_cold_starts_by_path_total counter\n"
+		   "hearth_cold_starts_by_path_total{path=\"boot\"} %llu\n"
+		   "hearth_cold_starts_by_path_total{path=\"restore\"} %llu\n",
+		(unsigned long long)atomic_load(&cold_by_path[0]),
+		(unsigned long long)atomic_load(&cold_by_path[1]));
+	fprintf(f, "# HELP hearth_budget_max_used_ratio The largest share of its monthly GB-s budget "
+		   "used by a tenant with a budget (tenants seen since hearthd started).\n"
+		   "# TYPE hearth_budget_max_used_ratio gauge\nhearth_budget_max_used_ratio %.6f\n"
+		   "# HELP hearth_budget_tenants_at_80_percent Tenants that used 80%% or more of their "
+		   "monthly GB-s budget.\n"
+		   "# TYPE hearth_budget_tenants_at_80_percent gauge\n"
+		   "hearth_budget_tenants_at_80_percent %lld\n",
+		(double)atomic_load(&budget_ratio_ppm) / 1e6, (long long)atomic_load(&budget_at_80));
 	fprintf(f, "# HELP hearth_cold_starts_total Invocations that waited for a new VM.\n"
 		   "# TYPE hearth_cold_starts_total counter\nhearth_cold_starts_total %llu\n",
 		(unsigned long long)cold_starts);
+	fprintf(f, "# HELP hearth_clone_failures_total Restored clones not Ready within the restore "
+		   "timeout (destroyed; a VM was booted instead).\n"
+		   "# TYPE hearth_clone_failures_total counter\nhearth_clone_failures_total %llu\n",
+		(unsigned long long)clone_failures);
 	fprintf(f, "# HELP hearth_concurrent_executions Invocations running now.\n"
 		   "# TYPE hearth_concurrent_executions gauge\nhearth_concurrent_executions %lld\n",
 		(long long)concurrent);
 	fprintf(f, "# HELP hearth_vms Function VMs alive now.\n# TYPE hearth_vms gauge\nhearth_vms %lld\n",
 		(long long)vms);
+	fprintf(f, "# HELP hearth_vmm_pool_idle Pre-started hearth-vmm processes ready for a "
+		   "restore.\n# TYPE hearth_vmm_pool_idle gauge\nhearth_vmm_pool_idle %lld\n"
+		   "# HELP hearth_vmm_pool_starting Pre-started hearth-vmm processes not ready yet.\n"
+		   "# TYPE hearth_vmm_pool_starting gauge\nhearth_vmm_pool_starting %lld\n"
+		   "# HELP hearth_vmm_pool_hits_total Clones restored in a pre-started process.\n"
+		   "# TYPE hearth_vmm_pool_hits_total counter\nhearth_vmm_pool_hits_total %llu\n"
+		   "# HELP hearth_vmm_pool_misses_total Clones that found no pre-started process "
+		   "ready, or whose process failed (a new one was spawned).\n"
+		   "# TYPE hearth_vmm_pool_misses_total counter\nhearth_vmm_pool_misses_total %llu\n"
+		   "# HELP hearth_vmm_pool_discarded_total Pre-started processes that died, failed a "
+		   "check or a restore (replaced).\n"
+		   "# TYPE hearth_vmm_pool_discarded_total counter\n"
+		   "hearth_vmm_pool_discarded_total %llu\n",
+		(long long)pool_idle, (long long)pool_starting, (unsigned long long)pool_hits,
+		(unsigned long long)pool_misses, (unsigned long long)pool_discarded);
 	fprintf(f, "# HELP hearth_async_events_total Asynchronous events by outcome.\n"
 		   "# TYPE hearth_async_events_total counter\n");
 	static const char *const an[] = { "queued", "retried", "dead", "succeeded" };

@@ -34,6 +34,13 @@ struct tstate {
 	size_t nfns;
 	int64_t reserved_total;  /* sum of the tenant's reservations */
 	int64_t running_unreserved;
+	/* this host's share of the rate limit: rate and burst over the live hosts, rounded up */
+	int64_t rate, burst;
+	int shared_by;
+	/* fleet-wide concurrency: the slots this host leased of max_concurrency (store.h) */
+	int64_t leased;
+	int64_t lease_retry_us;  /* a lease refused: not asked again before this */
+	int64_t last_admit_us;
 	struct tstate *next;
 };
 
@@ -41,7 +48,21 @@ struct quota {
 	struct store *store;
 	pthread_mutex_t mu;
 	struct tstate *tenants;
+	int hosts;               /* live hosts sharing the store (1 alone) */
+	int64_t lease_epoch;     /* store_lease_epoch() when the leases held were granted */
+	/* the sweeper: idle leases back, limits and monthly usage fresh from the store */
+	pthread_t sweeper;
+	pthread_cond_t cond;
+	bool stopping, started;
 };
+
+/* Sweeps: every SWEEP_MS; a lease unused for LEASE_IDLE_US goes back; limits and the month's
+ * usage are re-read every REFRESH_US (other hosts of a fleet change and use them). */
+#define SWEEP_MS 250
+#define LEASE_IDLE_US 1000000
+#define REFRESH_US 1000000
+/* A refused lease is asked again after this; meanwhile admissions over the lease are refused. */
+#define LEASE_RETRY_US 50000
 
 const char *quota_reason_code(enum quota_reason r)
 {
@@ -127,18 +148,36 @@ static struct fstate *fn_get(struct tstate *t, int64_t function_id)
 }
 
 /* Called with q->mu held. */
+/*
+ * The rate limit is the fleet's: each of n live hosts refills its bucket at
+ * rate/n and holds burst/n (rounded up, so the fleet admits at most rate +
+ * n - 1 a second and a burst of at most burst + n - 1). Called with q->mu held.
+ */
+static void share_rate(struct quota *q, struct tstate *t)
+{
+	int n = q->hosts > 0 ? q->hosts : 1;
+
+	t->rate = (t->lim.rate_per_s + n - 1) / n;
+	t->burst = (t->lim.burst + n - 1) / n;
+	t->shared_by = n;
+}
+
 static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 {
 	int64_t wall = wall_us(), start, next;
 	/* The month boundaries (two timegm calls) are only needed when the month changes. */
 	int month = month_of(wall, NULL, NULL);
 
-	if (!t->loaded) {
+	struct tenant_limits nl;
+
+	/* A store that cannot be read keeps the limits known so far (never "no limits"). */
+	if (!t->loaded && store_limits_get(q->store, t->tenant, &nl) == 0) {
 		int64_t *ids = NULL, *res = NULL;
 		size_t n = 0;
 
-		store_limits_get(q->store, t->tenant, &t->lim);
-		t->tokens_milli = t->lim.burst * 1000;
+		t->lim = nl;
+		share_rate(q, t);
+		t->tokens_milli = t->burst * 1000;
 		t->refill_us = now_us;
 		/* Reservations change only through config: reload them with the limits. */
 		for (size_t i = 0; i < t->nfns; i++)
@@ -150,7 +189,9 @@ static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 
 			if (f)
 				f->reserved = res[i];
-			t->reserved_total += res[i];
+			/* Saturates: a stored value must never wrap the sum negative. */
+			if (__builtin_add_overflow(t->reserved_total, res[i], &t->reserved_total))
+				t->reserved_total = INT64_MAX;
 		}
 		free(ids);
 		free(res);
@@ -161,19 +202,46 @@ static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 		t->month_mb_ms = store_usage_since(q->store, t->tenant, start);
 		t->month = month;
 	}
-	if (t->lim.rate_per_s > 0) {
+	if (t->rate > 0) {
 		/* 128-bit: hours of idle time times a large rate must not overflow. */
-		__int128 add128 = (__int128)(now_us - t->refill_us) * t->lim.rate_per_s / 1000;
-		int64_t add = add128 > (__int128)t->lim.burst * 1000 ? t->lim.burst * 1000 :
+		__int128 add128 = (__int128)(now_us - t->refill_us) * t->rate / 1000;
+		int64_t add = add128 > (__int128)t->burst * 1000 ? t->burst * 1000 :
 								     (int64_t)add128; /* milli-tokens */
 
 		if (add > 0) {
 			t->tokens_milli += add;
-			if (t->tokens_milli > t->lim.burst * 1000)
-				t->tokens_milli = t->lim.burst * 1000;
+			if (t->tokens_milli > t->burst * 1000)
+				t->tokens_milli = t->burst * 1000;
 			t->refill_us = now_us;
 		}
 	}
+}
+
+/*
+ * Room for one more invocation under this host's lease of the tenant's
+ * slots, leasing a block more when the lease is full (a store round trip,
+ * once per block, not per invocation). Called with q->mu held.
+ */
+static bool lease_room(struct quota *q, struct tstate *t, int64_t now)
+{
+	int64_t limit = t->lim.max_concurrency, block = limit / 8 > 0 ? limit / 8 : 1, held;
+	int64_t epoch = store_lease_epoch(q->store);
+
+	if (epoch != q->lease_epoch) { /* revoked (see the sweeper) */
+		for (struct tstate *x = q->tenants; x; x = x->next)
+			x->leased = 0;
+		q->lease_epoch = epoch;
+	}
+	if (t->running < t->leased)
+		return true;
+	if (now < t->lease_retry_us)
+		return false;
+	if (store_slots_lease(q->store, t->tenant, limit, t->running + block, &held) == 0)
+		t->leased = held;
+	if (t->running < t->leased)
+		return true;
+	t->lease_retry_us = now + LEASE_RETRY_US;
+	return false;
 }
 
 enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_id,
@@ -192,6 +260,11 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_
 		*retry_after_s = 1;
 		return QUOTA_CONCURRENCY;
 	}
+	if (t->loaded && t->shared_by != (q->hosts > 0 ? q->hosts : 1)) {
+		share_rate(q, t);
+		if (t->tokens_milli > t->burst * 1000)
+			t->tokens_milli = t->burst * 1000;
+	}
 	refresh(q, t, now);
 	f = fn_get(t, function_id);
 	if (!f) {
@@ -203,8 +276,8 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_
 		month_of(wall_us(), &start, &next);
 		*retry_after_s = (int)((next - wall_us()) / 1000000 + 1);
 		r = QUOTA_BUDGET;
-	} else if (t->lim.rate_per_s > 0 && t->tokens_milli < 1000) {
-		*retry_after_s = (int)((1000 - t->tokens_milli) / t->lim.rate_per_s / 1000 + 1);
+	} else if (t->rate > 0 && t->tokens_milli < 1000) {
+		*retry_after_s = (int)((1000 - t->tokens_milli) / t->rate / 1000 + 1);
 		r = QUOTA_RATE;
 	} else if (f->reserved > 0 && f->running >= f->reserved) {
 		*retry_after_s = 1;
@@ -217,8 +290,13 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_
 	} else if (t->lim.max_memory_mb > 0 && t->memory_mb + memory_mb > t->lim.max_memory_mb) {
 		*retry_after_s = 1;
 		r = QUOTA_MEMORY;
+	} else if (t->lim.max_concurrency > 0 && !lease_room(q, t, now)) {
+		/* The tenant's slots are leased by other hosts of the fleet. */
+		*retry_after_s = 1;
+		r = QUOTA_CONCURRENCY;
 	} else {
-		if (t->lim.rate_per_s > 0)
+		t->last_admit_us = now;
+		if (t->rate > 0)
 			t->tokens_milli -= 1000;
 		t->running++;
 		f->running++;
@@ -271,6 +349,28 @@ void quota_add_usage(struct quota *q, int64_t tenant, uint64_t mb_ms)
 	pthread_mutex_unlock(&q->mu);
 }
 
+void quota_budget_summary(struct quota *q, double *max_used_ratio, int *tenants_at_80)
+{
+	int month = month_of(wall_us(), NULL, NULL);
+
+	*max_used_ratio = 0;
+	*tenants_at_80 = 0;
+	pthread_mutex_lock(&q->mu);
+	for (struct tstate *t = q->tenants; t; t = t->next) {
+		double r;
+
+		/* A tenant whose limits were just changed is counted again at its next admission. */
+		if (!t->loaded || t->lim.budget_mb_ms <= 0 || t->month != month)
+			continue;
+		r = (double)t->month_mb_ms / (double)t->lim.budget_mb_ms;
+		if (r > *max_used_ratio)
+			*max_used_ratio = r;
+		if (t->month_mb_ms * 5 >= (uint64_t)t->lim.budget_mb_ms * 4)
+			(*tenants_at_80)++;
+	}
+	pthread_mutex_unlock(&q->mu);
+}
+
 void quota_invalidate(struct quota *q, int64_t tenant)
 {
 	struct tstate *t;
@@ -284,6 +384,102 @@ void quota_invalidate(struct quota *q, int64_t tenant)
 	pthread_mutex_unlock(&q->mu);
 }
 
+/* One sweep of one tenant, outside q->mu for the store's reads. */
+static void sweep_tenant(struct quota *q, int64_t tenant, bool refresh_now)
+{
+	struct tenant_limits lim;
+	struct tstate *t;
+	int64_t now = mono_us(), start = 0, next = 0, held;
+	uint64_t used = 0;
+	bool have_lim = false, have_used = false;
+
+	if (refresh_now) {
+		have_lim = store_limits_get(q->store, tenant, &lim) == 0;
+		month_of(wall_us(), &start, &next);
+		used = store_usage_since(q->store, tenant, start);
+		have_used = true;
+	}
+	pthread_mutex_lock(&q->mu);
+	t = get(q, tenant);
+	if (t && t->loaded) {
+		/* Changed on another host: reload at the next admission (as quota_invalidate). */
+		if (have_lim && memcmp(&lim, &t->lim, sizeof(lim)) != 0) {
+			t->loaded = false;
+			t->month = 0;
+		}
+		/* Other hosts' usage counts toward the budget (the store's sum includes ours). */
+		if (have_used && t->month == month_of(wall_us(), NULL, NULL) && used > t->month_mb_ms)
+			t->month_mb_ms = used;
+	}
+	if (t && t->leased > t->running && now - t->last_admit_us > LEASE_IDLE_US &&
+	    store_slots_lease(q->store, tenant, t->lim.max_concurrency, t->running, &held) == 0)
+		t->leased = held;
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void *sweeper(void *arg)
+{
+	struct quota *q = arg;
+	int64_t last_refresh = 0;
+
+	pthread_mutex_lock(&q->mu);
+	while (!q->stopping) {
+		struct timespec ts;
+		int64_t now, *ids = NULL;
+		size_t n = 0, cap = 0;
+		bool refresh;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += SWEEP_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&q->cond, &q->mu, &ts);
+		if (q->stopping)
+			break;
+		now = mono_us();
+		/* Leases revoked by the store (this host was taken for dead): void them all. */
+		int64_t epoch = store_lease_epoch(q->store);
+
+		if (epoch != q->lease_epoch) {
+			for (struct tstate *t = q->tenants; t; t = t->next)
+				t->leased = 0;
+			q->lease_epoch = epoch;
+		}
+		refresh = now - last_refresh >= REFRESH_US;
+		if (refresh) {
+			int hosts = 1;
+
+			last_refresh = now;
+			pthread_mutex_unlock(&q->mu);
+			if (store_live_hosts(q->store, &hosts) != 0 || hosts < 1)
+				hosts = 0; /* unknown: keep the last count */
+			pthread_mutex_lock(&q->mu);
+			if (hosts > 0)
+				q->hosts = hosts;
+		}
+		/* Tenants active in the last minute, or holding a lease. */
+		for (struct tstate *t = q->tenants; t; t = t->next) {
+			if (t->leased == 0 && now - t->last_admit_us > 60000000)
+				continue;
+			if (n == cap) {
+				int64_t *ni = realloc(ids, (cap = cap ? cap * 2 : 16) * sizeof(*ids));
+
+				if (!ni)
+					break;
+				ids = ni;
+			}
+			ids[n++] = t->tenant;
+		}
+		pthread_mutex_unlock(&q->mu);
+		for (size_t i = 0; i < n; i++)
+			sweep_tenant(q, ids[i], refresh);
+		free(ids);
+		pthread_mutex_lock(&q->mu);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
 int quota_create(struct store *store, struct quota **out)
 {
 	struct quota *q = calloc(1, sizeof(*q));
@@ -291,7 +487,16 @@ int quota_create(struct store *store, struct quota **out)
 	if (!q)
 		return -ENOMEM;
 	q->store = store;
+	q->hosts = 1;
+	if (store_live_hosts(store, &q->hosts) != 0 || q->hosts < 1)
+		q->hosts = 1;
 	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	if (pthread_create(&q->sweeper, NULL, sweeper, q) != 0) {
+		free(q);
+		return -EAGAIN;
+	}
+	q->started = true;
 	*out = q;
 	return 0;
 }
@@ -302,6 +507,13 @@ void quota_destroy(struct quota *q)
 
 	if (!q)
 		return;
+	if (q->started) {
+		pthread_mutex_lock(&q->mu);
+		q->stopping = true;
+		pthread_cond_signal(&q->cond);
+		pthread_mutex_unlock(&q->mu);
+		pthread_join(q->sweeper, NULL);
+	}
 	for (t = q->tenants; t; t = n) {
 		n = t->next;
 		free(t->fns);

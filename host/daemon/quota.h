@@ -63,6 +63,11 @@ void quota_release(struct quota *q, int64_t tenant, int64_t function_id, uint32_
 		   uint64_t mb_ms);
 /* Adds usage that is not an invocation (provisioned VMs) to the tenant's month. */
 void quota_add_usage(struct quota *q, int64_t tenant, uint64_t mb_ms);
+/*
+ * Over the tenants seen since start that have a budget: the largest share of
+ * it used this month, and how many used 80% or more (for metrics_budget()).
+ */
+void quota_budget_summary(struct quota *q, double *max_used_ratio, int *tenants_at_80);
 /* Reloads the tenant's limits on its next admission. */
 void quota_invalidate(struct quota *q, int64_t tenant);
 

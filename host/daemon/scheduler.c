@@ -4,6 +4,7 @@
 #include "scheduler.h"
 
 #include <errno.h>
+#include <glob.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +16,13 @@
 #include <jansson.h>
 #include <openssl/rand.h>
 
+#include "agent.pb-c.h"
 #include "log.h"
 #include "metrics.h"
 #include "quota.h"
+
+/* Clones in a row that may fail before the version's snapshot is dropped and taken again. */
+#define CLONE_FAILURES_MAX 3
 
 struct pool {
 	int64_t version_id;
@@ -27,11 +32,14 @@ struct pool {
 	struct invocation *qhead, *qtail;
 	int nqueued, nvms, nidle, nbooting, provisioned;
 	int nsaved, nrestoring;   /* VMs suspended to disk (scale to zero) and coming back */
+	int nreturning;           /* VMs answering their caller, back in the pool right after */
 	int64_t reserved;         /* the function's reserved concurrency (0 = none) */
 	unsigned caps;
 	bool dead;
 	bool snap_ready, snap_taking;   /* CLONE engines: the version's snapshot */
+	int clone_failures;             /* clones in a row that never became Ready */
 	char snap_mem[512], snap_state[512];
+	bool ws_recording;               /* a clone is recording the snapshot's working set */
 	pthread_cond_t cond;
 	struct pool *next;
 };
@@ -138,6 +146,36 @@ static void fail_inv(struct invocation *inv, int http, const char *code, const c
 	inv->done(inv);
 }
 
+/*
+ * The function's own init failed (its init step, or its runtime's init): a
+ * function error with what the agent reported, its output as the logs, as
+ * Lambda reports an init failure to the caller.
+ */
+static void fail_init(struct invocation *inv, const char *msg, uint64_t boot_us)
+{
+	const char *out = strstr(msg, "; output: ");
+
+	if (!out)
+		out = strstr(msg, "; stderr: ");
+	memset(&inv->res, 0, sizeof(inv->res));
+	inv->outcome = INV_OK;
+	inv->res.status = AGENT_INVOKE_INIT_FAILED;
+	inv->res.error = strndup(msg, out ? (size_t)(out - msg) : strlen(msg));
+	if (out) {
+		out += 10;
+		inv->res.logs = (uint8_t *)strdup(out);
+		inv->res.logs_len = inv->res.logs ? strlen(out) : 0;
+	}
+	inv->cold = true;
+	inv->cold_path = "boot";
+	inv->boot_us = boot_us;
+	inv->end_wall_us = wall_us();
+	if (!inv->start_wall_us)
+		inv->start_wall_us = inv->end_wall_us;
+	metrics_invocation("InitError", 0, true, false);
+	inv->done(inv);
+}
+
 static struct invocation *pop(struct pool *p)
 {
 	struct invocation *inv = p->qhead;
@@ -168,6 +206,44 @@ static void vm_conf_free(struct vm_conf *c)
 	free(c->args);
 	free(c->env);
 	json_decref(c->args_j);
+}
+
+/*
+ * Runtime mode: the Lambda environment of the function (the agent adds
+ * AWS_LAMBDA_RUNTIME_API and defaults). The manifest's own env wins.
+ */
+static void vm_conf_add_lambda_env(const struct fn_version *v, const char *region,
+				   struct vm_conf *c)
+{
+	char *add[6];
+	size_t n = 0;
+
+	if (asprintf(&add[n], "AWS_LAMBDA_FUNCTION_NAME=%s", v->name) >= 0) n++;
+	if (asprintf(&add[n], "AWS_LAMBDA_FUNCTION_VERSION=%d", v->version) >= 0) n++;
+	if (asprintf(&add[n], "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=%u", v->memory_mb) >= 0) n++;
+	if (asprintf(&add[n], "AWS_REGION=%s", region) >= 0) n++;
+	if (asprintf(&add[n], "LAMBDA_TASK_ROOT=/var/task") >= 0) n++;
+	if (asprintf(&add[n], "TZ=:UTC") >= 0) n++;
+	const char **env = realloc(c->env, (c->nenv + n + 1) * sizeof(char *));
+	char **st = env ? realloc(c->env_storage, (c->nenv + n + 1) * sizeof(char *)) : NULL;
+
+	if (env)
+		c->env = env;
+	if (st)
+		c->env_storage = st;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = strcspn(add[i], "=") + 1;
+		bool have = false;
+
+		for (size_t j = 0; j < c->nenv && !have; j++)
+			have = strncmp(c->env[j], add[i], k) == 0;
+		if (have || !env || !st) {
+			free(add[i]);
+			continue;
+		}
+		c->env_storage[c->nenv] = add[i];
+		c->env[c->nenv++] = add[i];
+	}
 }
 
 static void vm_conf_build(const struct fn_version *v, struct vm_conf *c)
@@ -205,10 +281,108 @@ struct vm_thread_arg {
 	bool provisioned;   /* started for the provisioned count: its kept time is metered */
 };
 
+static void vm_stop(struct pool *p, struct hearth_vm *vm, struct agent_conn *conn);
+
+/* The builtin engine's pool figures, for /metrics. */
+static void vmm_pool_metrics(struct sched *s)
+{
+	struct hearth_pool_stats st;
+
+	if (s->eng.builtin && hearth_engine_pool_stats(s->eng.builtin, &st) == 0)
+		metrics_vmm_pool(st.idle, st.starting, st.hits, st.misses, st.discarded);
+}
+
+/*
+ * Tells the builtin engine how many idle pre-started processes to keep per VM
+ * shape: cfg.vmm_pool for every shape whose version has a snapshot, within
+ * the VMs and guest memory the host has left (a pooled process becomes a VM
+ * the moment it is used). Called with s->mu held.
+ */
+static void vmm_pool_plan(struct sched *s)
+{
+	struct hearth_pool_shape sh[16];
+	int n = 0;
+	int64_t free_vms = s->cfg.max_vms - s->total_vms;
+	int64_t free_mb = s->cfg.host_memory_mb - s->mem_used_mb;
+
+	if (!s->eng.builtin)
+		return;
+	for (const struct pool *p = s->pools; p && s->cfg.vmm_pool > 0; p = p->next) {
+		int i;
+
+		if (p->eng != s->eng.builtin || !p->snap_ready || p->dead)
+			continue;
+		for (i = 0; i < n; i++)
+			if (sh[i].memory_mb == p->ver.memory_mb)
+				break;
+		if (i < n || n == (int)(sizeof(sh) / sizeof(sh[0])))
+			continue;
+		int64_t want = s->cfg.vmm_pool;
+		if (want > free_vms)
+			want = free_vms;
+		if (p->ver.memory_mb > 0 && want > free_mb / p->ver.memory_mb)
+			want = free_mb / p->ver.memory_mb;
+		if (want < 0)
+			want = 0;
+		free_vms -= want;
+		free_mb -= want * p->ver.memory_mb;
+		sh[n++] = (struct hearth_pool_shape){ .memory_mb = p->ver.memory_mb, .vcpus = 1,
+						      .count = (int)want };
+	}
+	hearth_engine_pool_set(s->eng.builtin, sh, n);
+}
+
+/*
+ * Restores a clone of the version's snapshot and brings its agent to Ready:
+ * Hello, then fresh entropy before anything else (clones must not share RNG
+ * state), all within the restore timeout. On failure the caller destroys
+ * whatever *vmp and *connp hold.
+ */
+static int clone_start(struct sched *s, struct pool *p, const char *mem, const char *state,
+		       struct hearth_vm **vmp, struct agent_conn **connp, char *err, size_t errlen)
+{
+	int64_t deadline = mono_us() + (int64_t)s->cfg.restore_timeout_ms * 1000;
+	uint8_t seed[32];
+	int rc;
+
+	char ws[600];
+	struct hearth_vm_spec shape = { .memory_mb = p->ver.memory_mb, .vcpus = 1 };
+
+	snprintf(ws, sizeof(ws), "%s.ws", state);
+	if (access(ws, R_OK) == 0)
+		shape.prefetch = ws;
+
+	pthread_mutex_lock(p->eng_mu);
+	rc = hearth_vm_clone(p->eng, mem, state, &shape, vmp, err, errlen);
+	pthread_mutex_unlock(p->eng_mu);
+	vmm_pool_metrics(s);
+	if (rc)
+		return rc;
+	rc = hearth_vm_connect(*vmp, s->cfg.restore_timeout_ms, connp, err, errlen);
+	if (rc)
+		return rc;
+	int left_ms = (int)((deadline - mono_us()) / 1000);
+	rc = agent_hello(*connp, left_ms > 0 ? left_ms : 1, NULL);
+	if (rc) {
+		snprintf(err, errlen, "agent hello: %s", agent_strerror(rc));
+		return -EIO;
+	}
+	left_ms = (int)((deadline - mono_us()) / 1000);
+	if (RAND_bytes(seed, sizeof(seed)) != 1 ||
+	    (rc = agent_reseed(*connp, seed, sizeof(seed), left_ms > 0 ? left_ms : 1)) != 0) {
+		snprintf(err, errlen, "agent reseed: %s", rc ? agent_strerror(rc) : "no entropy");
+		return -EIO;
+	}
+	pthread_mutex_lock(&s->mu);
+	p->clone_failures = 0;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
 /* Boots (or restores) a VM and brings its agent to Ready. */
 static int vm_start(struct sched *s, struct pool *p, struct hearth_vm **vmp,
 		    struct agent_conn **connp, uint64_t *boot_us, uint64_t *init_us, bool *restored,
-		    char *err, size_t errlen)
+		    bool *init_failed, char *err, size_t errlen)
 {
 	char mem[512], state[512];
 	struct hearth_vm_spec spec = {
@@ -232,13 +406,42 @@ static int vm_start(struct sched *s, struct pool *p, struct hearth_vm **vmp,
 		snprintf(state, sizeof(state), "%s", p->snap_state);
 	}
 	pthread_mutex_unlock(&s->mu);
+	if (clone) {
+		rc = clone_start(s, p, mem, state, vmp, connp, err, errlen);
+		if (rc == 0) {
+			/* The snapshot was taken after Ready: the clone's agent is configured. */
+			*restored = true;
+			*boot_us = (uint64_t)(mono_us() - t0);
+			*init_us = 0;
+			return 0;
+		}
+		/*
+		 * A clone that is not Ready within the restore timeout never gets
+		 * an invocation: it is destroyed and this VM boots instead. After
+		 * a few such clones in a row the snapshot itself is suspect: it is
+		 * dropped, and this booted VM takes a new one.
+		 */
+		metrics_clone_failed();
+		vm_stop(p, *vmp, *connp);
+		*vmp = NULL;
+		*connp = NULL;
+		pthread_mutex_lock(&s->mu);
+		bool drop = ++p->clone_failures >= CLONE_FAILURES_MAX && p->snap_ready;
+		if (drop)
+			p->snap_ready = false;
+		pthread_mutex_unlock(&s->mu);
+		hlog_warn("sched", "a clone of %s v%d was not Ready within %d ms (%s): destroyed; "
+			  "booting a VM instead%s", p->ver.name, p->ver.version,
+			  s->cfg.restore_timeout_ms, err,
+			  drop ? "; the snapshot is dropped and will be taken again" : "");
+		t0 = mono_us();
+	}
 	pthread_mutex_lock(p->eng_mu);
-	rc = clone ? hearth_vm_clone(p->eng, mem, state, vmp, err, errlen) :
-		     hearth_vm_create(p->eng, &spec, vmp, err, errlen);
+	rc = hearth_vm_create(p->eng, &spec, vmp, err, errlen);
 	pthread_mutex_unlock(p->eng_mu);
 	if (rc)
 		return rc;
-	*restored = clone;
+	*restored = false;
 	rc = hearth_vm_connect(*vmp, s->cfg.boot_timeout_ms, connp, err, errlen);
 	if (rc)
 		return rc;
@@ -247,19 +450,23 @@ static int vm_start(struct sched *s, struct pool *p, struct hearth_vm **vmp,
 		snprintf(err, errlen, "agent hello: %s", agent_strerror(rc));
 		return -EIO;
 	}
-	/* Clones must not share RNG state: fresh host entropy before anything else. */
 	if (RAND_bytes(seed, sizeof(seed)) != 1 ||
 	    (rc = agent_reseed(*connp, seed, sizeof(seed), 10000)) != 0) {
 		snprintf(err, errlen, "agent reseed failed");
 		return -EIO;
 	}
 	*boot_us = (uint64_t)(mono_us() - t0);
-	if (clone) {
-		/* The snapshot was taken after Ready: the clone's agent is configured. */
-		*init_us = 0;
-		return 0;
-	}
 	vm_conf_build(&p->ver, &vc);
+	char arn[400];
+
+	if (p->ver.runtime[0]) {
+		/* Lambda's shape, with the tenant id as the account id. */
+		snprintf(arn, sizeof(arn), "arn:aws:lambda:%s:%012lld:function:%s:%d", s->cfg.region,
+			 (long long)p->ver.tenant_id, p->ver.name, p->ver.version);
+		vm_conf_add_lambda_env(&p->ver, s->cfg.region, &vc);
+		ac.runtime = true;
+		ac.function_arn = arn;
+	}
 	ac.handler = p->ver.handler;
 	ac.args = vc.args;
 	ac.nargs = vc.nargs;
@@ -270,6 +477,12 @@ static int vm_start(struct sched *s, struct pool *p, struct hearth_vm **vmp,
 	ac.init = p->ver.init[0] ? p->ver.init : NULL;
 	rc = agent_configure(*connp, &ac, s->cfg.boot_timeout_ms + 60000, init_us);
 	vm_conf_free(&vc);
+	if (rc == AGENT_EREMOTE &&
+	    agent_last_error_code(*connp) == HEARTH__ERROR_CODE__ERR_INIT_FAILED) {
+		*init_failed = true; /* the function's fault, reported to callers as such */
+		snprintf(err, errlen, "%s", agent_last_error(*connp));
+		return -EIO;
+	}
 	if (rc) {
 		snprintf(err, errlen, "agent configure: %s%s%s", agent_strerror(rc),
 			 rc == AGENT_EREMOTE ? ": " : "",
@@ -314,6 +527,26 @@ static void snapshot_key(struct sched *s, struct pool *p, char *kernel, char *vm
 }
 
 /*
+ * Removes every snapshot file of a version (memory, state, working set,
+ * half-written temporaries), by the name vm_take_snapshot gives them. Version
+ * ids are never reused, so nothing of another version can match.
+ */
+static void remove_snapshot_files(struct sched *s, int64_t version_id)
+{
+	char pat[600];
+	glob_t g;
+
+	if (!s->cfg.snapshot_dir)
+		return;
+	snprintf(pat, sizeof(pat), "%s/v%lld-*", s->cfg.snapshot_dir, (long long)version_id);
+	if (glob(pat, 0, NULL, &g) != 0)
+		return;
+	for (size_t i = 0; i < g.gl_pathc; i++)
+		unlink(g.gl_pathv[i]);
+	globfree(&g);
+}
+
+/*
  * Writes the version's snapshot from this idle, Ready VM (it keeps running)
  * and publishes it for clones. Called without s->mu.
  */
@@ -334,6 +567,13 @@ static void vm_take_snapshot(struct sched *s, struct pool *p, struct hearth_vm *
 	pthread_mutex_lock(p->eng_mu);
 	rc = hearth_vm_snapshot(vm, tmpm, tmps, err, sizeof(err));
 	pthread_mutex_unlock(p->eng_mu);
+	if (rc == 0) {
+		/* A working set recorded for an earlier snapshot of that name is not this one's. */
+		char ws[600];
+
+		snprintf(ws, sizeof(ws), "%s.ws", state);
+		unlink(ws);
+	}
 	if (rc == 0 && (rename(tmpm, mem) < 0 || rename(tmps, state) < 0)) {
 		snprintf(err, sizeof(err), "rename: %s", strerror(errno));
 		rc = -EIO;
@@ -343,12 +583,18 @@ static void vm_take_snapshot(struct sched *s, struct pool *p, struct hearth_vm *
 					shape, mem, state);
 	pthread_mutex_lock(&s->mu);
 	p->snap_taking = false;
-	if (rc == 0) {
+	bool dead = p->dead;
+	if (rc == 0 && !dead) {
 		snprintf(p->snap_mem, sizeof(p->snap_mem), "%s", mem);
 		snprintf(p->snap_state, sizeof(p->snap_state), "%s", state);
 		p->snap_ready = true;
 	}
 	pthread_mutex_unlock(&s->mu);
+	if (rc == 0 && dead) {
+		/* The version was deleted while this was written: it must not stay on disk. */
+		remove_snapshot_files(s, p->version_id);
+		return;
+	}
 	if (rc) {
 		unlink(tmpm);
 		unlink(tmps);
@@ -484,6 +730,41 @@ static int vm_park(struct sched *s, struct pool *p, struct hearth_vm *vm, struct
 	return 0;
 }
 
+/*
+ * After a clone's first invocation: the guest pages it touched are the
+ * snapshot's working set (host/vmm/workset.h). Recorded once per snapshot,
+ * next to it, for later clones to prefetch. Called without s->mu.
+ */
+static void record_workset(struct sched *s, struct pool *p, struct hearth_vm *vm)
+{
+	char ws[600], err[512];
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	bool go = p->snap_ready && !p->ws_recording;
+	if (go) {
+		snprintf(ws, sizeof(ws), "%s.ws", p->snap_state);
+		go = access(ws, F_OK) != 0;
+	}
+	if (go)
+		p->ws_recording = true;
+	pthread_mutex_unlock(&s->mu);
+	if (!go)
+		return;
+	pthread_mutex_lock(p->eng_mu);
+	rc = hearth_vm_workset(vm, ws, err, sizeof(err));
+	pthread_mutex_unlock(p->eng_mu);
+	if (rc)
+		hlog_warn("sched", "working set of %s v%d not recorded: %s", p->ver.name,
+			  p->ver.version, err);
+	else
+		hlog_info("sched", "working set of %s v%d recorded from a clone's first invocation; "
+			  "later clones prefetch it", p->ver.name, p->ver.version);
+	pthread_mutex_lock(&s->mu);
+	p->ws_recording = false;
+	pthread_mutex_unlock(&s->mu);
+}
+
 static void *vm_thread(void *arg)
 {
 	struct vm_thread_arg *a = arg;
@@ -497,11 +778,13 @@ static void *vm_thread(void *arg)
 	struct hearth_vm *vm = NULL;
 	struct agent_conn *conn = NULL;
 	uint64_t boot_us = 0, init_us = 0;
-	char err[512] = "";
+	char err[2048] = "";
+	bool init_failed = false;
 	int rc;
 
 	free(a);
-	rc = vm_start(s, p, &vm, &conn, &boot_us, &init_us, &cloned, err, sizeof(err));
+	rc = vm_start(s, p, &vm, &conn, &boot_us, &init_us, &cloned, &init_failed, err,
+		      sizeof(err));
 	pthread_mutex_lock(&s->mu);
 	p->nbooting--;
 	if (rc) {
@@ -516,12 +799,20 @@ static void *vm_thread(void *arg)
 		 */
 		if (!prewarm && (inv = pop(p))) {
 			pthread_mutex_unlock(&s->mu);
-			fail_inv(inv, 503, "VMStartFailed", "function VM failed to start: %s", err);
+			if (init_failed)
+				fail_init(inv, err, boot_us);
+			else
+				fail_inv(inv, 503, "VMStartFailed", "function VM failed to start: %s",
+					 err);
 			pthread_mutex_lock(&s->mu);
 		}
 		while (p->nvms == 0 && p->nbooting == 0 && (inv = pop(p))) {
 			pthread_mutex_unlock(&s->mu);
-			fail_inv(inv, 503, "VMStartFailed", "function VM failed to start: %s", err);
+			if (init_failed)
+				fail_init(inv, err, boot_us);
+			else
+				fail_inv(inv, 503, "VMStartFailed", "function VM failed to start: %s",
+					 err);
 			pthread_mutex_lock(&s->mu);
 		}
 		pthread_mutex_unlock(&s->mu);
@@ -587,18 +878,22 @@ static void *vm_thread(void *arg)
 		inv = pop(p);
 		pthread_mutex_unlock(&s->mu);
 
+		bool first_run = first || restored;
+
 		if (first && !prewarm) {
 			inv->cold = true;
 			inv->cold_path = cloned ? "restore" : "boot";
 			inv->boot_us = boot_us;
 			inv->init_us = init_us;
 			metrics_cold_start(boot_us, init_us);
+			metrics_cold_start_path(inv->cold_path);
 		} else if (restored) {
 			inv->cold = true;
 			inv->cold_path = "restore";
 			inv->boot_us = restore_us;
 			inv->init_us = 0;
 			metrics_cold_start(restore_us, 0);
+			metrics_cold_start_path("restore");
 		}
 		first = false;
 		restored = false;
@@ -609,25 +904,53 @@ static void *vm_thread(void *arg)
 		inv->end_wall_us = wall_us();
 		metrics_concurrency(-1);
 		if (rc) {
+			char why[200];
+			/* The VMM may have ended, and can say why (its cgroup killed it, say). */
+			enum hearth_vm_end end = hearth_vm_exit_reason(vm, 500, why, sizeof(why));
+			bool ended = end != HEARTH_VM_LIVES;
+
 			broken = true;
-			hlog_error("sched", "agent of %s failed during %s: %s; replacing the VM",
-				   hearth_vm_name(vm), inv->request_id, agent_strerror(rc));
+			hlog_error("sched", "agent of %s failed during %s: %s%s%s; replacing the VM",
+				   hearth_vm_name(vm), inv->request_id, agent_strerror(rc),
+				   ended ? ": " : "", ended ? why : "");
 			inv->outcome = INV_PLATFORM_ERROR;
 			inv->http_status = 502;
-			snprintf(inv->error_code, sizeof(inv->error_code), "AgentFailed");
-			snprintf(inv->error, sizeof(inv->error),
-				 "the function VM stopped responding (%s); it has been replaced",
-				 agent_strerror(rc));
+			snprintf(inv->error_code, sizeof(inv->error_code), "%s",
+				 end == HEARTH_VM_OUT_OF_MEMORY ? "VMOutOfMemory" : "AgentFailed");
+			if (ended)
+				snprintf(inv->error, sizeof(inv->error),
+					 "the function VM ended: %s; it has been replaced", why);
+			else
+				snprintf(inv->error, sizeof(inv->error),
+					 "the function VM stopped responding (%s); it has been "
+					 "replaced", agent_strerror(rc));
 			metrics_invocation("PlatformError", 0, false, true);
 		} else {
 			inv->outcome = INV_OK;
 			metrics_invocation(status_name(inv->res.status), inv->res.duration_us,
 					   inv->res.status != AGENT_INVOKE_OK, false);
 		}
-		inv->done(inv);
+		/*
+		 * The caller may send its next request as soon as done() answers,
+		 * before this thread is idle again: counted as returning, this VM
+		 * takes that request instead of a new VM being started for it.
+		 */
 		pthread_mutex_lock(&s->mu);
-		if (broken)
+		if (!broken)
+			p->nreturning++;
+		pthread_mutex_unlock(&s->mu);
+		inv->done(inv);
+		if (!broken && first_run && cloned)
+			record_workset(s, p, vm);
+		pthread_mutex_lock(&s->mu);
+		if (!broken)
+			p->nreturning--;
+		if (broken) {
+			/* Whatever queued meanwhile counted on no VM: start one for it. */
+			if (p->qhead && p->nbooting + p->nrestoring < p->nqueued && host_has_room(s, p))
+				spawn_vm(s, p, false, false);
 			break;
+		}
 	}
 	p->nvms--;
 	count_vm(s, p, -1);
@@ -740,7 +1063,7 @@ void sched_submit(struct sched *s, struct invocation *inv)
 	if (!host_has_room(s, p) && p->nvms == 0 && p->nbooting == 0 &&
 	    p->nrestoring == 0 && p->nsaved == 0) {
 		pthread_mutex_unlock(&s->mu);
-		metrics_throttle();
+		metrics_throttle_reason("HostCapacityExceeded");
 		fail_inv(inv, 429, "HostCapacityExceeded",
 			 "the host runs its maximum of %d VMs; retry later", s->cfg.max_vms);
 		return;
@@ -755,7 +1078,7 @@ void sched_submit(struct sched *s, struct invocation *inv)
 		pthread_cond_signal(&p->cond);
 	else if (p->nsaved > 0 && p->nrestoring < p->nqueued)
 		pthread_cond_broadcast(&p->cond); /* a parked VM restores for it */
-	else if (p->nbooting + p->nrestoring < p->nqueued && host_has_room(s, p))
+	else if (p->nbooting + p->nrestoring + p->nreturning < p->nqueued && host_has_room(s, p))
 		spawn_vm(s, p, false, false);
 	pthread_mutex_unlock(&s->mu);
 }
@@ -768,6 +1091,7 @@ void sched_drop_versions(struct sched *s, const int64_t *ids, size_t n)
 			if (p->version_id != ids[i] || p->dead)
 				continue;
 			p->dead = true;
+			p->snap_ready = false; /* its files go below; running clones keep their mapping */
 			pthread_cond_broadcast(&p->cond);
 			struct invocation *inv;
 			while ((inv = pop(p))) {
@@ -778,6 +1102,9 @@ void sched_drop_versions(struct sched *s, const int64_t *ids, size_t n)
 		}
 	}
 	pthread_mutex_unlock(&s->mu);
+	/* Snapshots of deleted versions (also ones an earlier hearthd wrote) leave the disk. */
+	for (size_t i = 0; i < n; i++)
+		remove_snapshot_files(s, ids[i]);
 }
 
 static int prewarm(struct sched *s, const struct fn_version *v, int count, bool provisioned)
@@ -820,6 +1147,7 @@ void sched_reconcile(struct sched *s)
 	}
 	free(rids);
 	free(rcounts);
+	vmm_pool_plan(s);
 	for (struct pool *p = s->pools; p; p = p->next) {
 		int want = 0;
 
@@ -865,6 +1193,7 @@ static void *keeper_thread(void *arg)
 			break;
 		pthread_mutex_unlock(&s->mu);
 		sched_reconcile(s);
+		vmm_pool_metrics(s);
 		pthread_mutex_lock(&s->mu);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -910,6 +1239,10 @@ int sched_create(const struct sched_config *cfg, const struct sched_engines *eng
 		s->cfg.max_vms = 64;
 	if (s->cfg.boot_timeout_ms <= 0)
 		s->cfg.boot_timeout_ms = 60000;
+	if (s->cfg.restore_timeout_ms <= 0)
+		s->cfg.restore_timeout_ms = 5000;
+	if (!s->cfg.region || !s->cfg.region[0])
+		s->cfg.region = "us-east-1";
 	if (s->cfg.host_memory_mb <= 0) {
 		/* All of RAM but 1 GiB for the host itself. */
 		int64_t total = (int64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1 << 20);

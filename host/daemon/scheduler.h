@@ -59,6 +59,15 @@ struct sched_config {
 	int64_t host_memory_mb;      /* guest memory of all VMs at most; 0 = RAM - 1 GiB */
 	int vcpu_capacity;           /* vCPUs of all VMs at most (ncpu x overcommit); 0 = ncpu x 16 */
 	int boot_timeout_ms;         /* boot + agent Ready */
+	int restore_timeout_ms;      /* clone restored + agent answering Reseed; default 5 s */
+	const char *region;          /* runtime mode: AWS_REGION and ARNs; default us-east-1 */
+	/*
+	 * Pre-started hearth-vmm processes kept idle per VM shape that has a
+	 * snapshot (builtin engine; 0: none, every clone spawns its process).
+	 * Capped so that pooled processes never exceed what max_vms and
+	 * host_memory_mb leave free.
+	 */
+	int vmm_pool;
 };
 
 /* Engines by kind; NULL when not enabled on this host. */

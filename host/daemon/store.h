@@ -1,12 +1,17 @@
 /*
- * store.h - hearthd's durable state in SQLite (WAL mode).
+ * store.h - hearthd's durable state, behind one interface with two backends
+ * (store_backend.h): SQLite in WAL mode (one host; the default) and
+ * PostgreSQL (a fleet of hosts sharing tenants, functions, images, limits,
+ * the ledger and the async queue; see docs/fleet.md).
  *
- * Owns the schema and every SQL statement. One connection, guarded by a
- * mutex, shared by all hearthd threads. Durability: each call commits before
+ * The backends own the schema and every SQL statement. The schema is
+ * versioned; a database whose schema is newer than the binary is refused at
+ * open. One connection, guarded by a mutex, shared by all hearthd threads. Durability: each call commits before
  * it returns (WAL + synchronous=NORMAL survives a killed process; a power
  * loss may lose the last commits, never corrupt the file).
  *
- * Tables: tenants, api_keys (SHA-256 hashes only), functions, versions
+ * Tables: tenants (ids never reused), deleted_tenants, api_keys (SHA-256 hashes only), aws_keys
+ * (secrets sealed under the host key), functions, versions
  * (immutable, numbered per function), invocations (one row per finished
  * invocation: status, durations, logs), async_queue (durable event queue),
  * dead_letters, snapshots (index for engines that can clone).
@@ -26,13 +31,67 @@
 
 struct store;
 
+/* The SQLite backend on the file at path. */
 int store_open(const char *path, struct store **out);
+
+/* What a fleet host tells the shared store about itself (PostgreSQL backend). */
+struct store_options {
+	const char *host_id;    /* unique among live hosts; default: the hostname */
+	const char *address;    /* its API address, shown by `hearthctl status` */
+	const char *image_dir;  /* where images fetched from the shared store are cached */
+	const char *state_dir;  /* the ledger spool (records made while the database is away) */
+};
+/* true for postgresql://... and postgres://... */
+bool store_is_url(const char *spec);
+/*
+ * spec: a PostgreSQL URL (the fleet backend; registers the host and starts
+ * its heartbeat) or a SQLite file path. On failure err holds one line saying
+ * why (bad connection string, server unreachable, schema too new, host id in
+ * use by a live host, built without libpq).
+ */
+int store_open_spec(const char *spec, const struct store_options *o, struct store **out, char *err,
+		    size_t errlen);
 void store_close(struct store *s);
+/* "sqlite" or "postgresql". */
+const char *store_backend(struct store *s);
+
+/* ---- fleet ---- */
+/*
+ * Concurrency slot leases: sets this host's lease of the tenant's slots to
+ * want, or to what is left of limit after the leases of the other live hosts
+ * if that is less (never below 0); *held = the lease now held. The sum of
+ * all live hosts' leases never exceeds limit, so admitting against one's
+ * own lease keeps the tenant under limit fleet-wide. A host's leases end
+ * with its heartbeat (docs/fleet.md). One host alone (SQLite): *held =
+ * min(want, limit), no I/O.
+ */
+int store_slots_lease(struct store *s, int64_t tenant_id, int64_t limit, int64_t want,
+		      int64_t *held);
+/*
+ * Changes when this host's leases were revoked: it was cut off from the
+ * store longer than a heartbeat's lifetime, so the other hosts took it for
+ * dead and may have leased its slots; its lease rows are gone and every
+ * lease it believes it holds is void (lease again). No I/O; 0 on SQLite.
+ */
+int64_t store_lease_epoch(struct store *s);
+/* Hosts known to the store: host_id, address, started_at, heartbeat_ms_ago, live (SQLite: []). */
+json_t *store_hosts(struct store *s);
+/* How many hosts are live (heartbeat fresh), this one included; 1 alone (SQLite). */
+int store_live_hosts(struct store *s, int *n);
+/* 0 when the store is reachable; else -EIO and why (the host refuses new work meanwhile). */
+int store_health(struct store *s, char *why, size_t n);
 
 /* ---- tenants and keys ---- */
 int store_tenant_create(struct store *s, const char *name, int64_t *id);
 int store_tenant_id(struct store *s, const char *name, int64_t *id);
-int store_tenant_delete(struct store *s, const char *name);
+/*
+ * Deletes a tenant and everything it owned: keys, limits, functions, versions,
+ * invocation records (logs), queued events, dead letters and the snapshot
+ * index. Its hourly usage stays, billed to the deleted tenant (shown as
+ * "<name> (deleted)" in every-tenant usage). Ids are never reused. Fills the
+ * ids of its versions, so that the caller can drop their VMs (caller frees).
+ */
+int store_tenant_delete(struct store *s, const char *name, int64_t **ids, size_t *nids);
 json_t *store_tenant_list(struct store *s);
 
 /* tenant_id 0 = an admin key. hash is 32 bytes. */
@@ -43,6 +102,14 @@ int store_key_get(struct store *s, const char *key_id, uint8_t *hash, int64_t *t
 int store_key_delete(struct store *s, const char *key_id, int64_t tenant_id);
 json_t *store_key_list(struct store *s, int64_t tenant_id);
 bool store_has_admin_key(struct store *s);
+/* AWS access keys (awskeys.h): the secret is stored sealed, never in clear. */
+int store_aws_key_add(struct store *s, const char *key_id, int64_t tenant_id, const uint8_t *sealed,
+		      size_t len);
+/* *len: the buffer's size in, the sealed length out. -ENOENT if no such key. */
+int store_aws_key_get(struct store *s, const char *key_id, int64_t *tenant_id, char *tenant_name,
+		      size_t namelen, uint8_t *sealed, size_t *len);
+int store_aws_key_delete(struct store *s, const char *key_id, int64_t tenant_id);
+json_t *store_aws_key_list(struct store *s, int64_t tenant_id);
 
 /* ---- tenant limits (0 = unlimited) ---- */
 struct tenant_limits {
@@ -90,6 +157,7 @@ struct fn_version {
 	uint32_t memory_mb;
 	uint32_t timeout_ms;
 	char engine[16];
+	char runtime[16];     /* "" = exec mode; "provided" = a Lambda custom runtime (bootstrap) */
 	uint64_t package_bytes;
 	int provisioned;      /* the function's provisioned count */
 };
@@ -118,6 +186,13 @@ int64_t store_reserved_sum(struct store *s, int64_t tenant_id, const char *excep
 /* Versions whose function wants provisioned VMs: (version_id, count) pairs of latest versions. */
 int store_provisioned_list(struct store *s, int64_t **ids, int **counts, size_t *n);
 int store_function_count(struct store *s, int64_t tenant_id, int64_t *n);
+/*
+ * Latest versions for the Lambda API: name, version, handler, memory_mb,
+ * timeout_ms, image_sha256, package_bytes, engine, created_at. One function
+ * (name given; version 0 = latest), or up to limit functions whose names sort after `after`.
+ */
+json_t *store_lambda_functions(struct store *s, int64_t tenant_id, const char *name, int version,
+			       const char *after, int limit);
 
 /* ---- invocations (finished) ---- */
 struct inv_record {
@@ -136,8 +211,9 @@ struct inv_record {
 	uint32_t memory_mb;
 	uint64_t max_rss_kb;
 	bool cold;
+	const char *cold_path;     /* "boot" or "restore" (cold starts; NULL = "boot") */
 	uint64_t init_ms;
-	uint64_t boot_ms;
+	uint64_t boot_ms;          /* the boot or the restore, after cold_path */
 	const char *status;        /* "Success", "FunctionError", "Timeout", ... */
 	const char *error;
 	const uint8_t *logs;

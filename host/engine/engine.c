@@ -223,7 +223,8 @@ static void vm_discard(struct hearth_vm *vm)
 }
 
 int hearth_vm_clone(struct hearth_engine *e, const char *mem_path, const char *state_path,
-		    struct hearth_vm **out, char *err, size_t errlen)
+		    const struct hearth_vm_spec *shape, struct hearth_vm **out, char *err,
+		    size_t errlen)
 {
 	struct hearth_vm *vm;
 	int rc;
@@ -235,7 +236,7 @@ int hearth_vm_clone(struct hearth_engine *e, const char *mem_path, const char *s
 	rc = vm_new(e, &vm, err, errlen);
 	if (rc)
 		return rc;
-	rc = e->ops->clone(vm, mem_path, state_path, err, errlen);
+	rc = e->ops->clone(vm, mem_path, state_path, shape, err, errlen);
 	if (rc < 0) {
 		vm_discard(vm);
 		return rc;
@@ -243,6 +244,40 @@ int hearth_vm_clone(struct hearth_engine *e, const char *mem_path, const char *s
 	vm->state = HEARTH_VM_RUNNING;
 	*out = vm;
 	return 0;
+}
+
+int hearth_vm_workset(struct hearth_vm *vm, const char *path, char *err, size_t errlen)
+{
+	if (!vm->engine->ops->workset)
+		return hearth_engine_fail(err, errlen, ENOTSUP, "the %s engine records no working sets",
+					  vm->engine->ops->name);
+	return vm->engine->ops->workset(vm, path, err, errlen);
+}
+
+enum hearth_vm_end hearth_vm_exit_reason(struct hearth_vm *vm, int wait_ms, char *buf, size_t len)
+{
+	if (len)
+		buf[0] = 0;
+	if (!vm->engine->ops->exit_reason)
+		return HEARTH_VM_LIVES;
+	return vm->engine->ops->exit_reason(vm, wait_ms, buf, len);
+}
+
+int hearth_engine_pool_set(struct hearth_engine *e, const struct hearth_pool_shape *shapes, int n)
+{
+	if (!e->ops->pool_set)
+		return -ENOTSUP;
+	if (n < 0 || (n > 0 && !shapes))
+		return -EINVAL;
+	return e->ops->pool_set(e, shapes, n);
+}
+
+int hearth_engine_pool_stats(struct hearth_engine *e, struct hearth_pool_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!e->ops->pool_stats)
+		return -ENOTSUP;
+	return e->ops->pool_stats(e, st);
 }
 
 int hearth_vm_create(struct hearth_engine *e, const struct hearth_vm_spec *spec,

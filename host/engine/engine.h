@@ -7,8 +7,8 @@
  *   engine_libvirt.c   transient q35 domains through libvirtd + QEMU (KVM or TCG)
  *   engine_process.c   hearth-agent as a plain host process (development only:
  *                      NO isolation, refused unless explicitly allowed)
- *   engine_builtin.c   hearth-vmm microVMs (not written yet; slots in through
- *                      struct hearth_engine_ops in engine_backend.h)
+ *   engine_builtin.c   hearth-vmm microVMs, with a pool of pre-started
+ *                      hearth-vmm processes for clones (vmm_pool.c)
  *
  * What differs between engines is announced by capability flags, never by
  * the engine's name: hearthd asks hearth_engine_caps() and treats every
@@ -69,7 +69,7 @@ enum {
 enum hearth_engine_kind {
 	HEARTH_ENGINE_LIBVIRT,
 	HEARTH_ENGINE_PROCESS,
-	HEARTH_ENGINE_BUILTIN, /* reserved: hearth-vmm */
+	HEARTH_ENGINE_BUILTIN, /* hearth-vmm */
 };
 
 /* Which accelerator the libvirt engine asks for. */
@@ -97,7 +97,16 @@ struct hearth_engine_config {
 	bool quiet;
 	/* builtin engine: the hearth-vmm binary; NULL = "hearth-vmm" next to the caller. */
 	const char *vmm_bin;
+	/*
+	 * builtin engine: jail every hearth-vmm (host/vmm/jail.h), each with its
+	 * own uid from jail_uid_base on (0 = HEARTH_JAIL_UID_BASE). Needs root.
+	 */
+	bool jail;
+	uint32_t jail_uid_base;
 };
+
+#define HEARTH_JAIL_UID_BASE 2000000000u
+#define HEARTH_JAIL_UIDS 65536u
 
 struct hearth_vm_spec {
 	const char *kernel;       /* bzImage (libvirt) or vmlinux (builtin); unused by process */
@@ -105,6 +114,7 @@ struct hearth_vm_spec {
 	uint32_t memory_mb;       /* guest RAM; 0 = 128 */
 	uint32_t vcpus;           /* 0 = 1 */
 	const char *cmdline_extra; /* appended to the kernel command line, or NULL */
+	const char *prefetch;     /* clone: a working-set file to fetch ahead (hearth_vm_workset), or NULL */
 };
 
 enum hearth_vm_state {
@@ -183,8 +193,52 @@ const char *hearth_vm_console_log(const struct hearth_vm *vm);
  */
 int hearth_vm_snapshot(struct hearth_vm *vm, const char *mem_path, const char *state_path,
 		       char *err, size_t errlen);
+/*
+ * shape (memory_mb, vcpus; may be NULL) is the snapshot's VM shape: the
+ * builtin engine then restores it in a pre-started process of that shape
+ * when one is ready (see hearth_engine_pool_set), and spawns one otherwise.
+ */
 int hearth_vm_clone(struct hearth_engine *e, const char *mem_path, const char *state_path,
-		    struct hearth_vm **out, char *err, size_t errlen);
+		    const struct hearth_vm_spec *shape, struct hearth_vm **out, char *err,
+		    size_t errlen);
+
+/*
+ * Pre-started VMM processes (builtin engine; -ENOTSUP elsewhere): how many
+ * idle ones to keep per VM shape. Shapes not listed get none. Thread-safe: a
+ * background thread starts, checks and stops them (host/engine/vmm_pool.h).
+ */
+struct hearth_pool_shape {
+	uint32_t memory_mb, vcpus;
+	int count;
+};
+struct hearth_pool_stats {
+	int idle;          /* ready for a restore */
+	int starting;      /* started, not ready yet */
+	uint64_t hits;     /* clones restored in a pooled process */
+	uint64_t misses;   /* clones that found none ready (or whose process failed): spawned */
+	uint64_t started;  /* pooled processes started */
+	uint64_t discarded; /* pooled processes that died, failed a check or a restore */
+};
+/*
+ * Builtin engine: records the guest pages this VM has touched since it was
+ * restored (its working set, host/vmm/workset.h) to path, for later clones of
+ * the same snapshot to prefetch (hearth_vm_spec.prefetch).
+ */
+int hearth_vm_workset(struct hearth_vm *vm, const char *path, char *err, size_t errlen);
+/*
+ * After a VM stopped answering: waits up to wait_ms for its VMM to end and
+ * says why it ended in buf ("killed by its cgroup: ..."). Returns how it
+ * ended, or HEARTH_VM_LIVES if it still runs or the engine cannot tell.
+ */
+enum hearth_vm_end {
+	HEARTH_VM_LIVES = 0,
+	HEARTH_VM_ENDED,         /* exited or killed; buf says how */
+	HEARTH_VM_OUT_OF_MEMORY, /* killed by its cgroup's memory limit (jailed builtin VMs) */
+};
+enum hearth_vm_end hearth_vm_exit_reason(struct hearth_vm *vm, int wait_ms, char *buf, size_t len);
+
+int hearth_engine_pool_set(struct hearth_engine *e, const struct hearth_pool_shape *shapes, int n);
+int hearth_engine_pool_stats(struct hearth_engine *e, struct hearth_pool_stats *st);
 
 /*
  * Stops the VM if needed and removes everything it created. Frees vm even

@@ -29,8 +29,12 @@ struct hearth_engine_ops {
 	int (*stats)(struct hearth_vm *vm, struct hearth_vm_stats *st, char *err, size_t errlen);
 	int (*snapshot)(struct hearth_vm *vm, const char *mem, const char *state, char *err,
 			size_t errlen);
-	int (*clone)(struct hearth_vm *vm, const char *mem, const char *state, char *err,
-		     size_t errlen);
+	int (*clone)(struct hearth_vm *vm, const char *mem, const char *state,
+		     const struct hearth_vm_spec *shape, char *err, size_t errlen);
+	int (*workset)(struct hearth_vm *vm, const char *path, char *err, size_t errlen);
+	int (*pool_set)(struct hearth_engine *e, const struct hearth_pool_shape *shapes, int n);
+	int (*pool_stats)(struct hearth_engine *e, struct hearth_pool_stats *st);
+	enum hearth_vm_end (*exit_reason)(struct hearth_vm *vm, int wait_ms, char *buf, size_t len);
 	/* Must release everything and free vm->priv even on failure. */
 	int (*destroy)(struct hearth_vm *vm, char *err, size_t errlen);
 };

@@ -11,8 +11,17 @@
  *     "timeout_ms": 3000,         per-invocation timeout, 1..900000 (default 3000)
  *     "env": {"KEY": "value"},    optional environment
  *     "shell": true,              optional: put busybox in the image (/bin/sh)
- *     "init": "bin/setup"         optional: run once before the agent reports Ready
+ *     "init": "bin/setup",        optional: run once before the agent reports Ready
+ *     "runtime": "provided"       optional: a Lambda custom runtime (see below)
  *   }
+ *
+ * Runtime mode (HandlerMode RUNTIME, guest-agent/runtime.h): with "runtime":
+ * "provided" (or "provided.al2", "provided.al2023"), or with no "runtime" key
+ * and a `bootstrap` file at the package root, the package's /var/task/bootstrap
+ * is started once per VM and polls the Lambda Runtime API; "handler" is then
+ * optional and free text, the Lambda handler setting passed as _HANDLER
+ * (e.g. "index.handler"), and "init" is refused (the bootstrap initialises
+ * itself). "runtime": "exec" keeps a package with a bootstrap file in exec mode.
  * Unknown keys are refused, so a typo is an error rather than a silent default.
  *
  * hearth_image_build() turns a package into a newc cpio initramfs holding:
@@ -59,6 +68,8 @@ struct hearth_manifest {
 	uint32_t timeout_ms;
 	bool shell;
 	char *init;         /* absolute guest path, or NULL */
+	bool runtime;       /* runtime mode: handler is /var/task/bootstrap */
+	char *lambda_handler; /* runtime mode: "handler" as given (for _HANDLER), or NULL */
 };
 
 void hearth_manifest_free(struct hearth_manifest *m);
@@ -70,6 +81,9 @@ void hearth_manifest_free(struct hearth_manifest *m);
  */
 int hearth_manifest_parse(const char *json, size_t len, struct hearth_manifest *m, char *err,
 			  size_t errlen);
+/* The same, told whether the package has a `bootstrap` file at its root. */
+int hearth_manifest_parse_pkg(const char *json, size_t len, bool has_bootstrap,
+			      struct hearth_manifest *m, char *err, size_t errlen);
 
 struct hearth_image_opts {
 	const char *package;      /* directory or .tar.gz / .tgz file */

@@ -31,6 +31,7 @@ void hearth_manifest_free(struct hearth_manifest *m)
 		free(m->env[i]);
 	free(m->env);
 	free(m->init);
+	free(m->lambda_handler);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -109,11 +110,43 @@ static int valid_env_key(const char *k)
 	return 1;
 }
 
+#define MAX_LAMBDA_HANDLER 128
+
+/* "runtime": absent (0), exec (0, explicit) or one of the provided runtimes (1); -1 = bad. */
+static int runtime_of(json_t *root, bool has_bootstrap, char *err, size_t errlen)
+{
+	static const char *const provided[] = {"provided", "provided.al2", "provided.al2023"};
+	json_t *v = json_object_get(root, "runtime");
+	const char *s;
+
+	if (!v)
+		return has_bootstrap ? 1 : 0;
+	if (!json_is_string(v)) {
+		seterr(err, errlen, "manifest: \"runtime\" must be a string");
+		return -1;
+	}
+	s = json_string_value(v);
+	if (!strcmp(s, "exec"))
+		return 0;
+	for (size_t i = 0; i < sizeof(provided) / sizeof(provided[0]); i++)
+		if (!strcmp(s, provided[i]))
+			return 1;
+	seterr(err, errlen, "manifest: \"runtime\" must be \"provided\" (a custom runtime: "
+	       "bootstrap), \"provided.al2\", \"provided.al2023\" or \"exec\"");
+	return -1;
+}
+
 int hearth_manifest_parse(const char *json, size_t len, struct hearth_manifest *m, char *err,
 			  size_t errlen)
 {
+	return hearth_manifest_parse_pkg(json, len, false, m, err, errlen);
+}
+
+int hearth_manifest_parse_pkg(const char *json, size_t len, bool has_bootstrap,
+			      struct hearth_manifest *m, char *err, size_t errlen)
+{
 	static const char *const known[] = {"handler", "args",  "memory_mb", "timeout_ms",
-					    "env",     "shell", "init"};
+					    "env",     "shell", "init", "runtime"};
 	json_error_t jerr;
 	json_t *root, *v;
 	const char *key;
@@ -143,7 +176,37 @@ int hearth_manifest_parse(const char *json, size_t len, struct hearth_manifest *
 		}
 	}
 
+	int rtm = runtime_of(root, has_bootstrap, err, errlen);
+
+	if (rtm < 0)
+		goto out;
+	m->runtime = rtm == 1;
 	v = json_object_get(root, "handler");
+	if (m->runtime) {
+		/* The Lambda handler setting: free text for the runtime, kept printable. */
+		if (v && (!json_is_string(v) || json_string_length(v) > MAX_LAMBDA_HANDLER ||
+			  strlen(json_string_value(v)) != json_string_length(v))) {
+			seterr(err, errlen, "manifest: \"handler\" must be a string of at most %d "
+			       "bytes in runtime mode", MAX_LAMBDA_HANDLER);
+			goto out;
+		}
+		for (const char *c = v ? json_string_value(v) : ""; *c; c++) {
+			if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+				seterr(err, errlen, "manifest: \"handler\" contains a control character");
+				goto out;
+			}
+		}
+		if (json_object_get(root, "init")) {
+			seterr(err, errlen, "manifest: \"init\" is not used in runtime mode: the "
+			       "bootstrap initialises itself before its first /next");
+			goto out;
+		}
+		m->lambda_handler = strdup(v ? json_string_value(v) : "");
+		m->handler = strdup(HEARTH_TASK_DIR "/bootstrap");
+		if (!m->lambda_handler || !m->handler)
+			goto oom;
+		goto handler_done;
+	}
 	if (!json_is_string(v)) {
 		seterr(err, errlen, "manifest: \"handler\" (a string) is required");
 		goto out;
@@ -155,6 +218,7 @@ int hearth_manifest_parse(const char *json, size_t len, struct hearth_manifest *
 	m->handler = guest_path("handler", json_string_value(v), err, errlen);
 	if (!m->handler)
 		goto out;
+handler_done:
 
 	v = json_object_get(root, "init");
 	if (v) {

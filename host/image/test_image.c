@@ -326,6 +326,46 @@ static void test_bad_manifests(void **state)
 	expect_refused("no-such-package", "No such file", 0);
 }
 
+/* Runtime mode: "runtime": "provided", or a bootstrap file, selects it. */
+static void test_runtime_mode(void **state)
+{
+	struct hearth_image img;
+	char err[512];
+
+	(void)state;
+	mkd("rpkg");
+	put("rpkg/bootstrap", "\177ELF pretend runtime", 0755);
+	/* A bootstrap at the root and no "runtime": runtime mode; "handler" is free text. */
+	put("rpkg/manifest.json", "{\"handler\": \"index.handler\"}", 0644);
+	assert_int_equal(build("rpkg", &img, err, 0), 0);
+	assert_true(img.manifest.runtime);
+	assert_string_equal(img.manifest.handler, "/var/task/bootstrap");
+	assert_string_equal(img.manifest.lambda_handler, "index.handler");
+	hearth_image_free(&img);
+	put("rpkg/manifest.json", "{\"runtime\": \"provided.al2023\"}", 0644);
+	assert_int_equal(build("rpkg", &img, err, 0), 0);
+	assert_true(img.manifest.runtime);
+	assert_string_equal(img.manifest.lambda_handler, "");
+	hearth_image_free(&img);
+	/* "exec" keeps exec mode even with a bootstrap file. */
+	put("rpkg/manifest.json", "{\"runtime\": \"exec\", \"handler\": \"bootstrap\"}", 0644);
+	assert_int_equal(build("rpkg", &img, err, 0), 0);
+	assert_false(img.manifest.runtime);
+	hearth_image_free(&img);
+	put("rpkg/manifest.json", "{\"runtime\": \"python3.12\"}", 0644);
+	expect_refused("rpkg", "\"runtime\" must be \"provided\"", 0);
+	put("rpkg/manifest.json", "{\"runtime\": \"provided\", \"init\": \"bootstrap\"}", 0644);
+	expect_refused("rpkg", "not used in runtime mode", 0);
+	put("rpkg/manifest.json", "{\"runtime\": \"provided\", \"handler\": \"a\\nb\"}", 0644);
+	expect_refused("rpkg", "control character", 0);
+	/* "provided" without a bootstrap: the image check names it. */
+	put("pkg/manifest.json", "{\"runtime\": \"provided\"}", 0644);
+	expect_refused("pkg", "/var/task/bootstrap is not in the image", 0);
+	put("rpkg/bootstrap", "not executable", 0644);
+	put("rpkg/manifest.json", "{\"runtime\": \"provided\"}", 0644);
+	expect_refused("rpkg", "not executable", 0);
+}
+
 static void test_hostile_tars(void **state)
 {
 	static const char manifest[] = "{\"handler\": \"fn\"}";
@@ -386,6 +426,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shell, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_manifests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_runtime_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_tars, setup, teardown),
 	};
 

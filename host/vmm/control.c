@@ -10,12 +10,21 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fileref.h"
 #include "vm.h"
+
+static void drop_fds(struct control_client *cl)
+{
+	for (int i = 0; i < cl->nfds; i++)
+		close(cl->fds[i]);
+	cl->nfds = 0;
+}
 
 static void client_close(struct control_client *cl)
 {
 	ev_del(cl->ctl->loop, &cl->h);
 	close(cl->fd);
+	drop_fds(cl);
 	cl->used = false;
 }
 
@@ -51,7 +60,16 @@ static void run_line(struct control_client *cl, char *line)
 	}
 	char reply[CONTROL_LINE_MAX];
 	reply[0] = 0;
+	/* Files that came with this line are "@0", "@1", ... for this command only. */
+	for (int i = 0; i < cl->nfds; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "@%d", i);
+		if (fref_register(name, cl->fds[i]) < 0)
+			close(cl->fds[i]);
+	}
+	cl->nfds = 0;
 	cl->ctl->exec(cl->ctl->ctx, argc, argv, reply, sizeof(reply));
+	fref_forget("@");
 	send_reply(cl, reply);
 }
 
@@ -62,9 +80,35 @@ static void client_event(struct ev_handler *h, uint32_t events)
 	(void)events;
 	if (!cl->used)
 		return;
-	ssize_t n = read(cl->fd, cl->buf + cl->len, sizeof(cl->buf) - cl->len);
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(CONTROL_MAX_FDS * sizeof(int))];
+	} cm;
+	struct iovec iov = { cl->buf + cl->len, sizeof(cl->buf) - cl->len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+			     .msg_controllen = sizeof(cm.b) };
+	ssize_t n = recvmsg(cl->fd, &mh, MSG_CMSG_CLOEXEC);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); n > 0 && c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (cl->nfds < CONTROL_MAX_FDS)
+				cl->fds[cl->nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+	if (mh.msg_flags & MSG_CTRUNC) {
+		send_reply(cl, "ERR too many files passed with one command");
+		if (cl->used)
+			client_close(cl);
+		return;
+	}
 	if (n <= 0) {
 		client_close(cl);
 		return;

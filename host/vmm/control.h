@@ -9,6 +9,12 @@
  *                          (pauses around the snapshot, resumes if it was running)
  *   stop                   OK stopping        (hearth-vmm exits with code 4)
  *
+ * Files may come with a command as SCM_RIGHTS (at most CONTROL_MAX_FDS, with
+ * the line's first bytes): the command names them "@0", "@1", ... in order
+ * (fileref.h), e.g. "restore @0 @1 console=@2" or "snapshot @0 @1". They are
+ * closed after that command, used or not. This is how hearthd hands a jailed
+ * hearth-vmm, which can open nothing on the host, the files it needs.
+ *
  * A malformed or unknown line gets "ERR ..." and the connection stays usable;
  * a line longer than CONTROL_LINE_MAX closes that connection. Commands run
  * on the main thread (evloop.h). `hearth-vmm ctl SOCKET CMD...` is the client.
@@ -24,6 +30,7 @@
 #define CONTROL_LINE_MAX 1024
 #define CONTROL_MAX_CLIENTS 4
 #define CONTROL_MAX_ARGS 8
+#define CONTROL_MAX_FDS 4
 
 struct control;
 
@@ -36,6 +43,8 @@ struct control_client {
 	struct control *ctl;
 	char buf[CONTROL_LINE_MAX];
 	size_t len;
+	int fds[CONTROL_MAX_FDS]; /* received with the pending line, not yet named */
+	int nfds;
 };
 
 struct control {

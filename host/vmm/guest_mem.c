@@ -1,4 +1,5 @@
 #include "guest_mem.h"
+#include "fileref.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,31 +23,56 @@ int gm_init_anon(struct guest_mem *m, uint64_t size)
 	return 0;
 }
 
+/*
+ * Maps the memory file (which must be exactly size bytes) MAP_PRIVATE, at
+ * addr with MAP_FIXED when addr is set. Returns the mapping or NULL (*err).
+ */
+static void *map_file(const char *path, uint64_t size, void *addr, int *err)
+{
+	int fd = fref_open(path, O_RDONLY | O_CLOEXEC, 0);
+	struct stat st;
+	void *p = MAP_FAILED;
+
+	*err = 0;
+	if (fd < 0) {
+		*err = -errno;
+		return NULL;
+	}
+	if (fstat(fd, &st) < 0)
+		*err = -errno;
+	else if ((uint64_t)st.st_size != size)
+		*err = -EINVAL;
+	else if ((p = mmap(addr, size, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_NORESERVE | (addr ? MAP_FIXED : 0), fd, 0)) == MAP_FAILED)
+		*err = -errno;
+	close(fd);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 int gm_init_file(struct guest_mem *m, const char *path, uint64_t size)
 {
+	int e;
+
 	memset(m, 0, sizeof(*m));
 	if (size == 0 || size > GM_MAX_SIZE || (size & 0xfff))
 		return -EINVAL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		int e = -errno;
-		close(fd);
+	void *p = map_file(path, size, NULL, &e);
+	if (!p)
 		return e;
-	}
-	if ((uint64_t)st.st_size != size) {
-		close(fd);
-		return -EINVAL;
-	}
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-	int e = errno;
-	close(fd);
-	if (p == MAP_FAILED)
-		return -e;
 	m->host = p;
 	m->size = size;
+	m->file_backed = true;
+	return 0;
+}
+
+int gm_map_file_fixed(struct guest_mem *m, const char *path)
+{
+	int e;
+
+	if (!m->host || m->file_backed)
+		return -EINVAL;
+	if (!map_file(path, m->size, m->host, &e))
+		return e;
 	m->file_backed = true;
 	return 0;
 }

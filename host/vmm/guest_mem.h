@@ -35,6 +35,15 @@ int gm_init_anon(struct guest_mem *m, uint64_t size);
  * must equal size. Returns 0 or -errno.
  */
 int gm_init_file(struct guest_mem *m, const char *path, uint64_t size);
+/*
+ * Pooled hearth-vmm: replaces the RAM that gm_init_anon() reserved (never
+ * touched by a guest) with a snapshot memory file, MAP_PRIVATE | MAP_FIXED at
+ * the same host address. KVM's memslot names host addresses, so it stays
+ * valid and no KVM_SET_USER_MEMORY_REGION is needed; the kernel drops the old
+ * mapping's pages. The file size must equal m->size (-EINVAL otherwise, and
+ * nothing changed). Returns 0 or -errno.
+ */
+int gm_map_file_fixed(struct guest_mem *m, const char *path);
 void gm_destroy(struct guest_mem *m);
 
 /* Host pointer for [gpa, gpa+len), or NULL if any byte lies outside RAM. */

@@ -1,4 +1,5 @@
 /* kvm.c - the KVM VM, its vCPU threads, and run control. See vm.h. */
+#include "fileref.h"
 #include "vm.h"
 
 #include <err.h>
@@ -16,6 +17,7 @@
 
 #include "seccomp_filter.h"
 #include "x86_64/cpuid.h"
+#include "x86_64/msr_filter.h"
 
 /* Where KVM may put its TSS: three pages just below the 4 GiB boundary's BIOS area. */
 #define KVM_TSS_ADDR 0xfffbd000ul
@@ -44,7 +46,7 @@ void vm_open(struct vm *vm, unsigned nvcpus)
 	if (vm->stop_efd < 0)
 		err(VMM_EXIT_ERROR, "eventfd failed");
 
-	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	vm->kvm_fd = fref_open("/dev/kvm", O_RDWR | O_CLOEXEC, 0); /* opened before a jail */
 	if (vm->kvm_fd < 0)
 		err(VMM_EXIT_ERROR, "KVM: open /dev/kvm failed");
 	int v = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
@@ -55,6 +57,7 @@ void vm_open(struct vm *vm, unsigned nvcpus)
 		err(VMM_EXIT_ERROR, "KVM: ioctl (CREATE_VM) failed");
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR) < 0)
 		err(VMM_EXIT_ERROR, "KVM: ioctl (SET_TSS_ADDR) failed");
+	x86_msr_filter_install(vm);
 	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (vm->run_size <= 0)
 		err(VMM_EXIT_ERROR, "KVM: ioctl (GET_VCPU_MMAP_SIZE) failed");

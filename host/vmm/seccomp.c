@@ -43,7 +43,9 @@ static const int main_calls[] = {
 	SCMP_SYS(openat), SCMP_SYS(ftruncate), SCMP_SYS(pwrite64), SCMP_SYS(pread64),
 	SCMP_SYS(fsync), SCMP_SYS(rename), SCMP_SYS(renameat), SCMP_SYS(renameat2),
 	SCMP_SYS(unlink), SCMP_SYS(unlinkat), SCMP_SYS(statx), SCMP_SYS(writev),
-	SCMP_SYS(getrandom),
+	SCMP_SYS(getrandom), SCMP_SYS(recvmsg), /* control commands with files (SCM_RIGHTS) */
+	/* a pooled hearth-vmm's restore: the vsock socket and the console (dup3 onto 1, 2) */
+	SCMP_SYS(bind), SCMP_SYS(listen), SCMP_SYS(dup3),
 };
 
 static void add_all(scmp_filter_ctx ctx, const int *calls, size_t n)

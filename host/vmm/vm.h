@@ -24,6 +24,7 @@
 #include "guest_mem.h"
 #include "i8042.h"
 #include "io_bus.h"
+#include "pci_host.h"
 #include "uart.h"
 
 /* Process exit codes of hearth-vmm (also what `status` reports). */
@@ -33,6 +34,7 @@ enum vmm_exit {
 	VMM_EXIT_USAGE = 2,       /* bad command line */
 	VMM_EXIT_GUEST_CRASH = 3, /* triple fault, or KVM could not emulate the guest */
 	VMM_EXIT_STOPPED = 4,     /* stopped from outside: control socket `stop`, SIGTERM/SIGINT */
+	VMM_EXIT_CGROUP_OOM = 5,  /* jailed: killed by its cgroup's memory limit (jail.h) */
 };
 
 #define VMM_MAX_VCPUS 16
@@ -63,6 +65,7 @@ struct vm {
 	pthread_mutex_t dev_lock;
 	struct uart uart;
 	struct i8042 i8042;
+	struct pci_host pci;
 	struct virtio_mmio_dev *virtio[VMM_MAX_VIRTIO];
 	int nvirtio;
 	uint64_t unmapped_mmio, unmapped_pio;
@@ -77,13 +80,18 @@ struct vm {
 	int stop_efd;      /* eventfd, readable once the VM has stopped */
 };
 
-/* Opens /dev/kvm and creates the VM. */
+/*
+ * Opens /dev/kvm, creates the VM and hides the PMU MSRs
+ * (x86_64/msr_filter.h) while it has no vCPUs: installed later, the filter's
+ * SRCU wait cost 13 ms per VM on the development host (ci/bench vmm).
+ */
 void vm_open(struct vm *vm, unsigned nvcpus);
 /* Registers vm->mem as memory slot 0 at guest-physical 0. */
 void vm_map_memory(struct vm *vm);
 /*
  * Creates the in-kernel irqchip (PIC, IOAPIC, LAPIC) and PIT, then the vCPUs
- * with filtered CPUID (x86_64/cpuid.h). After vm_map_memory(): a memslot
+ * with filtered CPUID
+ * (x86_64/cpuid.h). After vm_map_memory(): a memslot
  * added once the irqchip exists costs a long kernel wait.
  */
 void vm_create_vcpus(struct vm *vm);

@@ -1,4 +1,5 @@
 #include "vm_snapshot.h"
+#include "fileref.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,8 +21,7 @@ static bool all_zero(const uint8_t *p, size_t n)
 static int write_memory(struct vm *vm, const char *path, uint8_t sha[32], char *err, size_t errlen)
 {
 	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int fd = fref_create(path, 0644, tmp, sizeof(tmp)); /* a passed file, or a new tmp */
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		return -1;
@@ -58,16 +58,14 @@ static int write_memory(struct vm *vm, const char *path, uint8_t sha[32], char *
 		snprintf(err, errlen, "SHA-256 failed");
 		goto out;
 	}
-	if (fsync(fd) < 0 || rename(tmp, path) < 0) {
+	rc = fref_commit(fd, path, tmp);
+	fd = -1;
+	if (rc < 0)
 		snprintf(err, errlen, "saving %s failed: %s", path, strerror(errno));
-		goto out;
-	}
-	rc = 0;
 out:
 	EVP_MD_CTX_free(md);
-	close(fd);
-	if (rc < 0)
-		unlink(tmp);
+	if (rc < 0 && fd >= 0)
+		fref_abandon(fd, path, tmp);
 	return rc;
 }
 

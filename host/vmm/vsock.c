@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "snapshot.h"
@@ -31,12 +32,25 @@
 #define EVENT_TRANSPORT_RESET 0
 #define HDR_LEN ((uint32_t)sizeof(struct vsock_hdr))
 #define FIRST_HOST_PORT (1u << 30)
+/*
+ * A hybrid-socket client must finish its "CONNECT <port>\n" line, and the
+ * guest must answer a host connection request, within this long; past it,
+ * the slot is taken back when a new client or connection needs one.
+ */
+#define HALF_OPEN_MS 3000
 
 static uint8_t scratch[VSOCK_MAX_PKT]; /* payload bounce buffer, used under the device lock */
 
 static struct vsock_dev *dev_of(void *p)
 {
 	return p;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 /* ---- connections ---- */
@@ -53,13 +67,47 @@ static struct vsock_conn *conn_find(struct vsock_dev *d, uint32_t host_port, uin
 
 static void conn_event(struct ev_handler *h, uint32_t events);
 
+static void conn_close(struct vsock_conn *c);
+static bool send_ctrl(struct vsock_dev *d, struct vsock_conn *c, uint32_t host_port,
+		      uint32_t guest_port, uint16_t op, uint32_t flags);
+
+/*
+ * With every slot taken, the oldest host request the guest has left
+ * unanswered past HALF_OPEN_MS gives its slot up: the guest gets a reset for
+ * it, the host client an EOF (refused).
+ */
+static void conn_reclaim(struct vsock_dev *d)
+{
+	struct vsock_conn *old = NULL;
+	int64_t t = now_ms();
+	for (int i = 0; i < VSOCK_MAX_CONNS; i++) {
+		struct vsock_conn *c = &d->conns[i];
+		if (c->used && c->host_initiated && !c->established &&
+		    t - c->since_ms > HALF_OPEN_MS && (!old || c->since_ms < old->since_ms))
+			old = c;
+	}
+	if (!old)
+		return;
+	fprintf(stderr, "hearth-vmm: vsock: the guest left a request to port %u unanswered for "
+			"over %d ms; its slot is taken back\n", old->guest_port, HALF_OPEN_MS);
+	send_ctrl(d, NULL, old->host_port, old->guest_port, OP_RST, 0);
+	conn_close(old);
+}
+
 static struct vsock_conn *conn_alloc(struct vsock_dev *d, int fd, uint32_t host_port,
 				     uint32_t guest_port)
 {
+	bool reclaimed = false;
 	for (int i = 0; i < VSOCK_MAX_CONNS; i++) {
 		struct vsock_conn *c = &d->conns[i];
-		if (c->used)
+		if (c->used) {
+			if (i == VSOCK_MAX_CONNS - 1 && !reclaimed) {
+				reclaimed = true;
+				conn_reclaim(d);
+				i = -1; /* look again */
+			}
 			continue;
+		}
 		memset(c, 0, sizeof(*c));
 		c->dev = d;
 		c->used = true;
@@ -86,9 +134,23 @@ static void conn_close(struct vsock_conn *c)
 	c->h.fd = -1;
 }
 
+/*
+ * Watches the host socket for what the connection can use now. With nothing
+ * (rx blocked on the guest, no tx pending) the fd leaves the epoll set: epoll
+ * reports EPOLLHUP and EPOLLERR even for an fd armed with no events, and a
+ * host peer that closed while the guest withheld rx buffers would otherwise
+ * wake the main thread in a loop.
+ */
 static void conn_watch(struct vsock_conn *c)
 {
 	uint32_t ev = (c->rx_blocked ? 0 : EPOLLIN) | (c->tx_len ? EPOLLOUT : 0);
+	if (!ev) {
+		if (c->h.fd >= 0) {
+			ev_del(c->dev->loop, &c->h);
+			c->h.fd = -1;
+		}
+		return;
+	}
 	if (c->h.fd < 0) {
 		if (ev_add(c->dev->loop, &c->h, c->fd, ev) < 0)
 			warn("vsock: epoll_ctl (ADD) failed");
@@ -147,17 +209,19 @@ static void flush_ctrl(struct vsock_dev *d)
 		virtio_mmio_interrupt(&d->t, VIRTIO_INT_USED);
 }
 
-static void send_ctrl(struct vsock_dev *d, struct vsock_conn *c, uint32_t host_port,
+/* Queues a control packet for the guest; false when the queue is full (it was not sent). */
+static bool send_ctrl(struct vsock_dev *d, struct vsock_conn *c, uint32_t host_port,
 		      uint32_t guest_port, uint16_t op, uint32_t flags)
 {
 	if (d->nctrl == VSOCK_CTRLQ) {
 		fprintf(stderr, "hearth-vmm: vsock: control queue full, dropping op %u\n", op);
-		return;
+		return false;
 	}
 	fill_hdr(d, &d->ctrlq[d->nctrl++], c, host_port, guest_port, op, flags);
 	if (c)
 		c->fwd_cnt_announced = c->fwd_cnt;
 	flush_ctrl(d);
+	return true;
 }
 
 static void conn_reset(struct vsock_dev *d, struct vsock_conn *c)
@@ -182,12 +246,23 @@ static void conn_rx(struct vsock_dev *d, struct vsock_conn *c)
 			break;
 		}
 		uint64_t room = ch.in_len - HDR_LEN;
+		if (room == 0) {
+			/*
+			 * A buffer that holds a header and no data cannot carry a
+			 * byte (a read of 0 would look like the host's EOF): leave
+			 * it for control packets and wait for a bigger one.
+			 */
+			virtq_unpop(&d->t.q[Q_RX]);
+			c->rx_blocked = true;
+			conn_watch(c);
+			break;
+		}
 		uint32_t n = credit;
 		if (n > room)
 			n = (uint32_t)room;
 		if (n > VSOCK_MAX_PKT)
 			n = VSOCK_MAX_PKT;
-		ssize_t got = n ? read(c->fd, scratch, n) : 0;
+		ssize_t got = read(c->fd, scratch, n);
 		if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
 			virtq_unpop(&d->t.q[Q_RX]);
 			break;
@@ -300,7 +375,10 @@ static void guest_connect(struct vsock_dev *d, const struct vsock_hdr *h)
 	c->established = true;
 	c->peer_buf_alloc = h->buf_alloc;
 	c->peer_fwd_cnt = h->fwd_cnt;
-	send_ctrl(d, c, c->host_port, c->guest_port, OP_RESPONSE, 0);
+	if (!send_ctrl(d, c, c->host_port, c->guest_port, OP_RESPONSE, 0)) {
+		conn_close(c); /* the guest never learns of it: it retries or times out */
+		return;
+	}
 	conn_watch(c);
 }
 
@@ -438,7 +516,21 @@ static void post_reset_event(struct vsock_dev *d)
 	}
 	virtq_push(q, &d->vm->mem, ch.head, sizeof(ev));
 	d->reset_event_pending = false;
+	d->reset_delivered = true;
 	virtio_mmio_interrupt(&d->t, VIRTIO_INT_USED);
+}
+
+/*
+ * The guest hands the event buffer back (and notifies) only after it has
+ * handled the event: Linux resets every connected socket first. Host
+ * connections accepted before that point would be reset along with the
+ * stale ones, so the listening socket sleeps until now.
+ */
+static void reset_acked(struct vsock_dev *d)
+{
+	d->reset_delivered = false;
+	if (d->listen_fd >= 0 && ev_mod(d->loop, &d->listen_h, EPOLLIN) < 0)
+		virtio_mmio_fail(&d->t, "cannot re-arm the host listening socket");
 }
 
 static void vsock_notify(void *p, unsigned qi)
@@ -446,8 +538,11 @@ static void vsock_notify(void *p, unsigned qi)
 	struct vsock_dev *d = dev_of(p);
 	if (qi == Q_TX)
 		process_tx(d);
-	if (qi == Q_EVENT)
+	if (qi == Q_EVENT) {
+		if (d->reset_delivered)
+			reset_acked(d);
 		post_reset_event(d);
+	}
 	flush_ctrl(d);
 	if (virtio_mmio_active(&d->t))
 		unblock_all(d);
@@ -573,9 +668,14 @@ static void pending_event(struct ev_handler *h, uint32_t events)
 	}
 	if (c) {
 		c->host_initiated = true;
+		c->since_ms = now_ms();
 		ev_del(d->loop, &p->h);
 		p->used = false;
-		send_ctrl(d, c, c->host_port, c->guest_port, OP_REQUEST, 0);
+		/* The fd is the connection's now: a request that cannot be queued closes it. */
+		if (!send_ctrl(d, c, c->host_port, c->guest_port, OP_REQUEST, 0))
+			conn_close(c);
+		pthread_mutex_unlock(&d->vm->dev_lock);
+		return;
 	}
 	pthread_mutex_unlock(&d->vm->dev_lock);
 	if (!c)
@@ -589,6 +689,11 @@ static void listen_event(struct ev_handler *h, uint32_t events)
 	int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
 		return;
+	/* Clients that never finished their request line in time make room. */
+	int64_t t = now_ms();
+	for (int i = 0; i < VSOCK_MAX_PENDING; i++)
+		if (d->pending[i].used && t - d->pending[i].since_ms > HALF_OPEN_MS)
+			pending_close(&d->pending[i]);
 	for (int i = 0; i < VSOCK_MAX_PENDING; i++) {
 		struct vsock_pending *p = &d->pending[i];
 		if (p->used)
@@ -597,6 +702,7 @@ static void listen_event(struct ev_handler *h, uint32_t events)
 		p->used = true;
 		p->fd = fd;
 		p->dev = d;
+		p->since_ms = t;
 		p->h.cb = pending_event;
 		if (ev_add(d->loop, &p->h, fd, EPOLLIN) < 0) {
 			close(fd);
@@ -621,29 +727,54 @@ void vsock_init(struct vsock_dev *d, struct vm *vm, struct evloop *loop, uint64_
 	virtio_mmio_init(&d->t, vm, base, irq, &vsock_ops, d);
 	if (!uds_path)
 		return;
+	if (strlen(uds_path) + 12 > sizeof(d->uds_path))
+		errx(VMM_EXIT_USAGE, "vsock socket path too long: %s", uds_path);
+	char e[300];
+	if (vsock_listen(d, uds_path, e, sizeof(e)) < 0)
+		errx(VMM_EXIT_ERROR, "vsock: %s", e);
+}
+
+int vsock_listen(struct vsock_dev *d, const char *uds_path, char *err, size_t errlen)
+{
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	/* Leave room for "_<port>" of guest-initiated connections. */
-	if (strlen(uds_path) + 12 > sizeof(sa.sun_path))
-		errx(VMM_EXIT_USAGE, "vsock socket path too long: %s", uds_path);
+	if (d->listen_fd >= 0 || strlen(uds_path) + 12 > sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "socket path too long (or already listening): %s", uds_path);
+		return -1;
+	}
 	snprintf(d->uds_path, sizeof(d->uds_path), "%s", uds_path);
 	strcpy(sa.sun_path, uds_path);
 	unlink(uds_path);
-	d->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (d->listen_fd < 0)
-		err(VMM_EXIT_ERROR, "vsock: socket failed");
-	if (bind(d->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		err(VMM_EXIT_ERROR, "vsock: bind %s failed", uds_path);
-	if (listen(d->listen_fd, 64) < 0)
-		err(VMM_EXIT_ERROR, "vsock: listen failed");
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	const char *step = "socket";
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		step = "bind";
+	else if (fd >= 0 && listen(fd, 64) < 0)
+		step = "listen";
+	else if (fd >= 0)
+		step = NULL;
+	if (step) {
+		snprintf(err, errlen, "%s %s failed: %s", step, uds_path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		d->uds_path[0] = 0;
+		return -1;
+	}
+	d->listen_fd = fd;
 	d->listen_h.cb = listen_event;
-	if (ev_add(loop, &d->listen_h, d->listen_fd, EPOLLIN) < 0)
-		err(VMM_EXIT_ERROR, "vsock: epoll_ctl failed");
+	if (ev_add(d->loop, &d->listen_h, d->listen_fd, EPOLLIN) < 0) {
+		snprintf(err, errlen, "epoll_ctl failed: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 void vsock_after_restore(struct vsock_dev *d)
 {
 	vsock_reset(d);
 	d->reset_event_pending = true;
+	if (d->listen_fd >= 0 && ev_mod(d->loop, &d->listen_h, 0) < 0)
+		err(VMM_EXIT_ERROR, "vsock: epoll_ctl failed");
 	post_reset_event(d);
 }
 

@@ -7,7 +7,10 @@
  *    "CONNECT <port>\n"; the device sends the guest a connection request for
  *    that port; when the guest accepts, the client reads "OK <n>\n" (n = the
  *    host-side port of this connection) and from then on the socket carries
- *    the stream. A refused or malformed request closes the client socket.
+ *    the stream. A refused or malformed request closes the client socket. A
+ *    client that has not sent its whole line, or whose request the guest has
+ *    not answered, within HALF_OPEN_MS (vsock.c) loses its slot to the next
+ *    client that needs one: idle clients cannot lock the device out.
  *  - guest-initiated: a guest connection to host CID 2, port P is connected
  *    to the Unix socket "<uds_path>_<P>"; if nothing listens there the guest
  *    gets a reset.
@@ -24,7 +27,11 @@
  * Snapshots: only the guest CID is device state worth saving; host sockets
  * cannot be. After a restore vsock_after_restore() resets every connection
  * and posts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, as the virtio spec asks after
- * migration; the listening socket is the new VM's own uds_path.
+ * migration; the listening socket is the new VM's own uds_path. Host
+ * connections wait (in the listen backlog) until the guest has handled the
+ * event, which it shows by handing an event buffer back: a connection
+ * established earlier would be reset with the stale ones (seen with Linux
+ * guests, whose event work runs late).
  */
 #ifndef HEARTH_VMM_VSOCK_H
 #define HEARTH_VMM_VSOCK_H
@@ -53,6 +60,7 @@ struct vsock_conn {
 	int fd;
 	struct ev_handler h;
 	uint32_t host_port, guest_port;
+	int64_t since_ms;    /* host-initiated: when the request went to the guest */
 	/* flow control */
 	uint32_t peer_buf_alloc, peer_fwd_cnt; /* the guest's receive window */
 	uint32_t rx_cnt;     /* bytes sent to the guest */
@@ -71,6 +79,7 @@ struct vsock_pending {
 	struct vsock_dev *dev;
 	char line[32];
 	unsigned len;
+	int64_t since_ms;    /* accepted at */
 };
 
 #define VSOCK_CTRLQ 64
@@ -96,7 +105,9 @@ struct vsock_dev {
 	struct vsock_hdr ctrlq[VSOCK_CTRLQ]; /* control packets waiting for rx buffers */
 	unsigned nctrl;
 	uint32_t next_host_port;
-	bool reset_event_pending;
+	/* After a restore, host connections wait while either holds (see above). */
+	bool reset_event_pending; /* a transport reset waits for an event buffer */
+	bool reset_delivered;     /* ... was delivered; the guest has not handed a buffer back yet */
 	uint64_t stat_rx_bytes, stat_tx_bytes, stat_conns;
 };
 
@@ -106,6 +117,12 @@ struct vsock_dev {
  */
 void vsock_init(struct vsock_dev *d, struct vm *vm, struct evloop *loop, uint64_t base,
 		unsigned irq, uint64_t guest_cid, const char *uds_path);
+/*
+ * The hybrid socket alone, for a device set up without one (a pooled
+ * hearth-vmm learns its path with the restore command). Returns 0, or -1 with
+ * the reason in err.
+ */
+int vsock_listen(struct vsock_dev *d, const char *uds_path, char *err, size_t errlen);
 /* Resets all connections and queues a transport-reset event (see above). Device lock held. */
 void vsock_after_restore(struct vsock_dev *d);
 /* Closes every socket and unlinks uds_path (at exit). */

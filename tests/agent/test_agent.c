@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 
 #include "../cmocka_main.h"
 
+#include "agent.h" /* guest-agent/agent.h: the agent's limits */
 #include "agent_client.h"
 #include "msg.h"
 
@@ -195,6 +197,61 @@ static void test_echo_shell(void **state)
 	assert_int_equal(r.status, AGENT_INVOKE_OK);
 	assert_memory_equal(r.body, "hello:hi:again", r.body_len);
 	agent_result_free(&r);
+}
+
+/*
+ * --handler-user (the default as a VM's PID 1): the handler runs as that
+ * uid/gid with no supplementary groups, never as the agent's root, and a
+ * handler that tries to become root again cannot. Needs root to drop from.
+ */
+static void test_handler_not_root(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		printf("SKIP: dropping to another uid needs the agent to run as root\n");
+		exit(77);
+	}
+	char dir[64] = "/tmp/hearth-agent-user.XXXXXX", sock[128], h[128];
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chmod(dir, 0755), 0);
+	snprintf(sock, sizeof(sock), "%s/agent.sock", dir);
+	snprintf(h, sizeof(h), "%s/whoami.sh", dir);
+	FILE *f = fopen(h, "w");
+	assert_non_null(f);
+	/* Prints its ids, then tries what only root may: both must fail. */
+	fputs("#!/bin/sh\necho \"uid=$(id -u) gid=$(id -g) groups=$(id -G)\"\n"
+	      "if touch /etc/hearth-handler-was-root 2>/dev/null; then echo wrote-etc; fi\n"
+	      "if cat /proc/1/environ >/dev/null 2>&1; then echo read-pid1; fi\n", f);
+	fclose(f);
+	assert_int_equal(chmod(h, 0755), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execl(AGENT_BIN, "hearth-agent", "--unix", sock, "--handler-user", "993:994",
+		      (char *)NULL);
+		_exit(127);
+	}
+	struct agent_conn *c = NULL;
+	assert_int_equal(agent_connect_unix(sock, 5000, &c), AGENT_OK);
+	assert_int_equal(agent_hello(c, 5000, NULL), AGENT_OK);
+	struct agent_config cfg = { .handler = h, .timeout_ms = 5000 };
+	assert_int_equal(agent_configure(c, &cfg, 5000, NULL), AGENT_OK);
+	struct agent_result r;
+	assert_int_equal(agent_invoke(c, "req-user", "", 0, 0, 20000, &r), AGENT_OK);
+	assert_int_equal(r.status, AGENT_INVOKE_OK);
+	const char want[] = "uid=993 gid=994 groups=994\n";
+	if (r.body_len != strlen(want) || memcmp(r.body, want, r.body_len))
+		fail_msg("handler said: %.*s", (int)r.body_len, (const char *)r.body);
+	agent_result_free(&r);
+	assert_int_equal(access("/etc/hearth-handler-was-root", F_OK), -1);
+	/* The agent itself is still root and still serves. */
+	assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
+	agent_close(c);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+	unlink(h);
+	unlink(sock);
+	rmdir(dir);
 }
 
 static void test_function_error(void **state)
@@ -573,6 +630,10 @@ static void test_reseed(void **state)
 	assert_int_equal(agent_reseed(f->c, seed, sizeof(seed), 5000), AGENT_OK);
 	assert_int_equal(agent_reseed(f->c, seed, 4, 5000), AGENT_EREMOTE);
 	assert_int_equal(agent_last_error_code(f->c), HEARTH__ERROR_CODE__ERR_INVALID_ARGUMENT);
+	/* agent.proto: at least 32 bytes. */
+	assert_int_equal(agent_reseed(f->c, seed, 16, 5000), AGENT_EREMOTE);
+	assert_int_equal(agent_last_error_code(f->c), HEARTH__ERROR_CODE__ERR_INVALID_ARGUMENT);
+	assert_int_equal(agent_reseed(f->c, seed, 31, 5000), AGENT_EREMOTE);
 	assert_echo_works(f);
 }
 
@@ -627,12 +688,233 @@ static void test_shutdown(void **state)
 	reconnect(f);
 }
 
+/* ---- issue 14: results that do not fit, init races, memory bounds ------------- */
+
+/* Peak RSS of the agent in kB. */
+static long agent_hwm_kb(struct fx *f)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)f->agent);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+			break;
+	fclose(fp);
+	return kb;
+}
+
+/* Sanitizer builds keep freed memory in quarantine: peak RSS says nothing there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_MEANINGFUL 0
+#else
+#define RSS_MEANINGFUL 1
+#endif
+
+/* Raw protocol on the fixture's connection, for orders the client library never makes. */
+static void raw_send(struct fx *f, Hearth__Envelope *env)
+{
+	assert_int_equal(msg_send(agent_fd(f->c), env, FRAME_DEFAULT_MAX, frame_now_ms() + 20000),
+			 FRAME_OK);
+}
+
+static Hearth__Envelope *raw_recv(struct fx *f, int wait_ms)
+{
+	Hearth__Envelope *e = NULL;
+
+	do {
+		msg_free(e);
+		assert_int_equal(msg_recv(agent_fd(f->c), FRAME_DEFAULT_MAX, frame_now_ms() + wait_ms,
+					  &e), FRAME_OK);
+	} while (e->msg_case == HEARTH__ENVELOPE__MSG_LOG);
+	return e;
+}
+
+static void raw_invoke(struct fx *f, uint64_t seq, const char *id, const void *payload,
+		       size_t len)
+{
+	Hearth__Envelope env = HEARTH__ENVELOPE__INIT;
+	Hearth__Invoke inv = HEARTH__INVOKE__INIT;
+
+	inv.request_id = (char *)id;
+	inv.payload.data = (uint8_t *)payload;
+	inv.payload.len = len;
+	env.seq = seq;
+	env.msg_case = HEARTH__ENVELOPE__MSG_INVOKE;
+	env.invoke = &inv;
+	raw_send(f, &env);
+}
+
+static void assert_too_large(struct agent_result *r)
+{
+	assert_int_equal(r->status, AGENT_INVOKE_RESPONSE_TOO_LARGE);
+	assert_non_null(r->error);
+	assert_non_null(strstr(r->error, "response"));
+	agent_result_free(r);
+}
+
+static void test_result_over_host_frame(void **state)
+{
+	struct fx *f = *state;
+	struct agent_result r;
+	size_t big = 100000, id_len = FRAME_DEFAULT_MAX - 40;
+	uint8_t *payload = malloc(big);
+	char *id = malloc(id_len + 1);
+
+	assert_non_null(payload);
+	assert_non_null(id);
+	memset(payload, 'p', big);
+	/* Hello{max_frame=65536}: the result budget once underflowed and nothing came back. */
+	agent_set_max_frame(f->c, 65536);
+	assert_int_equal(agent_hello(f->c, 5000, NULL), AGENT_OK);
+	configure(f, ECHO_C, NULL, 0, 5000, 0, 0);
+	assert_int_equal(agent_invoke(f->c, "small", payload, 40000, 0, 5000, &r), AGENT_OK);
+	assert_int_equal(r.status, AGENT_INVOKE_OK);
+	assert_int_equal(r.body_len, 40000);
+	agent_result_free(&r);
+	assert_int_equal(agent_invoke(f->c, "big", payload, big, 0, 5000, &r), AGENT_OK);
+	assert_too_large(&r);
+	/* Configured with 8 MiB frames, then a host that accepts only 64 KiB connects. */
+	reconnect(f);
+	configure(f, ECHO_C, NULL, 0, 5000, 0, 0);
+	agent_close(f->c);
+	assert_int_equal(agent_connect_unix(f->sock, 5000, &f->c), AGENT_OK);
+	agent_set_max_frame(f->c, 65536);
+	assert_int_equal(agent_hello(f->c, 5000, NULL), AGENT_OK);
+	assert_int_equal(agent_invoke(f->c, "big", payload, big, 0, 5000, &r), AGENT_OK);
+	assert_too_large(&r);
+	/* An 8 MiB request id: the result cannot even carry it back. */
+	reconnect(f);
+	memset(id, 'i', id_len);
+	id[id_len] = 0;
+	assert_int_equal(agent_invoke(f->c, id, "x", 1, 0, 10000, &r), AGENT_OK);
+	assert_string_equal(r.request_id, "");
+	assert_too_large(&r);
+	free(id);
+	free(payload);
+	assert_echo_works(f);
+}
+
+static void test_invoke_during_failing_init(void **state)
+{
+	struct fx *f = *state;
+	Hearth__Envelope env = HEARTH__ENVELOPE__INIT, *e;
+	Hearth__Configure cfg = HEARTH__CONFIGURE__INIT;
+	char init[160];
+	FILE *fp;
+	bool got_error = false, got_result = false;
+
+	snprintf(init, sizeof(init), "%s/slow_fail.sh", f->dir);
+	fp = fopen(init, "w");
+	assert_non_null(fp);
+	fputs("#!/bin/sh\nsleep 0.5\necho init gives up >&2\nexit 1\n", fp);
+	fclose(fp);
+	assert_int_equal(chmod(init, 0755), 0);
+	assert_int_equal(agent_hello(f->c, 5000, NULL), AGENT_OK);
+	cfg.handler = (char *)ECHO_C;
+	cfg.init = init;
+	env.seq = 9001;
+	env.msg_case = HEARTH__ENVELOPE__MSG_CONFIGURE;
+	env.configure = &cfg;
+	raw_send(f, &env);
+	raw_invoke(f, 9002, "early", "x", 1); /* while init still runs */
+	for (int i = 0; i < 2; i++) {
+		e = raw_recv(f, 10000);
+		if (e->seq == 9001) {
+			assert_int_equal(e->msg_case, HEARTH__ENVELOPE__MSG_ERROR);
+			assert_int_equal(e->error->code, HEARTH__ERROR_CODE__ERR_INIT_FAILED);
+			got_error = true;
+		} else {
+			assert_int_equal(e->seq, 9002);
+			assert_int_equal(e->msg_case, HEARTH__ENVELOPE__MSG_INVOKE_RESULT);
+			/* Never run against the freed configuration (execve(NULL)). */
+			assert_int_equal(e->invoke_result->status,
+					 HEARTH__INVOKE_STATUS__INVOKE_NOT_CONFIGURED);
+			assert_string_equal(e->invoke_result->request_id, "early");
+			got_result = true;
+		}
+		msg_free(e);
+	}
+	assert_true(got_error && got_result);
+	assert_echo_works(f);
+}
+
+static void test_queue_bounded_in_bytes(void **state)
+{
+	struct fx *f = *state;
+	static const char *const args[] = { "1" };
+	enum { N = 20 };
+	size_t len = 6u << 20;
+	uint8_t *payload = malloc(len);
+	int ok = 0, busy = 0;
+	long hwm;
+
+	assert_non_null(payload);
+	memset(payload, 'q', len);
+	assert_int_equal(agent_hello(f->c, 5000, NULL), AGENT_OK);
+	configure(f, SLEEP_SH, args, 1, 5000, 0, 0);
+	/* One running and nineteen more of 6 MiB each: 120 MiB if all were queued. */
+	for (int i = 0; i < N; i++)
+		raw_invoke(f, 500 + (uint64_t)i, "q", payload, len);
+	for (int i = 0; i < N; i++) {
+		Hearth__Envelope *e = raw_recv(f, 30000);
+
+		if (e->msg_case == HEARTH__ENVELOPE__MSG_INVOKE_RESULT &&
+		    e->invoke_result->status == HEARTH__INVOKE_STATUS__INVOKE_OK)
+			ok++;
+		else if (e->msg_case == HEARTH__ENVELOPE__MSG_ERROR &&
+			 e->error->code == HEARTH__ERROR_CODE__ERR_BUSY)
+			busy++;
+		msg_free(e);
+	}
+	hwm = agent_hwm_kb(f);
+	fprintf(stderr, "%d run, %d refused busy; agent peak RSS %ld kB\n", ok, busy, hwm);
+	assert_int_equal(ok + busy, N);
+	assert_true(ok >= 1 && busy >= N / 2);
+	if (RSS_MEANINGFUL)
+		assert_true(hwm < 100 * 1024);
+	free(payload);
+	assert_echo_works(f);
+}
+
+static void test_configure_bounded(void **state)
+{
+	struct fx *f = *state;
+	size_t n = 3000000;
+	const char **args = calloc(n, sizeof(*args));
+	struct agent_config cfg = { .handler = ECHO_C, .args = args };
+	long hwm;
+
+	assert_non_null(args);
+	for (size_t i = 0; i < n; i++)
+		args[i] = "";
+	assert_int_equal(agent_hello(f->c, 5000, NULL), AGENT_OK);
+	/* Three million empty args: a 6 MB frame that once took ~250 MiB to decode. */
+	cfg.nargs = n;
+	assert_int_equal(agent_configure(f->c, &cfg, 20000, NULL), AGENT_EREMOTE);
+	assert_int_equal(agent_last_error_code(f->c), HEARTH__ERROR_CODE__ERR_BAD_MESSAGE);
+	hwm = agent_hwm_kb(f);
+	fprintf(stderr, "agent peak RSS %ld kB after a 3M-arg Configure\n", hwm);
+	if (RSS_MEANINGFUL)
+		assert_true(hwm < 64 * 1024);
+	/* Within the decoding budget but over the Configure limits. */
+	cfg.nargs = AGENT_CONFIGURE_MAX_ARGS + 1;
+	assert_int_equal(agent_configure(f->c, &cfg, 20000, NULL), AGENT_EREMOTE);
+	assert_int_equal(agent_last_error_code(f->c), HEARTH__ERROR_CODE__ERR_INVALID_ARGUMENT);
+	free(args);
+	assert_echo_works(f);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hello_ping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_echo_c, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_echo_shell, setup, teardown),
+		cmocka_unit_test(test_handler_not_root),
 		cmocka_unit_test_setup_teardown(test_function_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
@@ -651,6 +933,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_reseed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_init_step, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_result_over_host_frame, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_invoke_during_failing_init, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_bounded_in_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_configure_bounded, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent_client.h"
+#include "bench_json.h"
 
 static double now_us(void)
 {
@@ -120,12 +121,23 @@ int main(int argc, char **argv)
 		total_raw += raw[i];
 	}
 	printf("hearth-agent warm invoke, no-op C handler, %d iterations, Unix socket\n", n);
+	json_t *js = bj_new("agent", "hearth-agent warm invoke over a Unix socket, no-op C handler",
+			    "none (hearth-agent as a host process, no VM)");
+	bj_samples(js, "agent_warm_us", "warm", "agent warm invoke round trip", "us", lat, n);
+	bj_samples(js, "fork_exec_us", "other", "bare fork+exec+wait (reference)", "us", raw, n);
+	bj_figure(js, "agent_invokes_per_s", n / (total / 1e6), "/s", "agent invokes/s, 1 connection");
 	report("agent invoke round trip", lat, n, total);
 	report("bare fork+exec+wait (reference)", raw, n, total_raw);
 	p50_agent = pct(lat, n, 0.5);
 	p50_raw = pct(raw, n, 0.5);
 	printf("agent overhead at p50: %.1f us (%.2fx bare fork/exec)\n", p50_agent - p50_raw,
 	       p50_agent / p50_raw);
+	bj_figure(js, "agent_p50_us", p50_agent, "us", "agent round trip p50");
+	bj_figure(js, "fork_exec_p50_us", p50_raw, "us", "bare fork+exec+wait p50");
+	bj_figure(js, "ratio_agent_vs_fork_exec", p50_agent / p50_raw, "x",
+		  "agent p50 / bare fork+exec p50");
+	if (bj_write(js) < 0)
+		return 1;
 	agent_shutdown(c, 5000);
 	agent_close(c);
 	waitpid(agent, NULL, 0);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "agent_client.h"
+#include "bench_json.h"
 #include "engine.h"
 #include "image.h"
 
@@ -229,14 +230,35 @@ int main(int argc, char **argv)
 	printf("bench boot: libvirt engine, accelerator %s, %d runs, %d MiB guest, %s, %ld CPUs\n",
 	       strcmp(hearth_engine_accel(e), "kvm") ? "TCG (QEMU emulation)" : "KVM", runs,
 	       memory, cpu, sysconf(_SC_NPROCESSORS_ONLN));
+	char eng[160];
+	snprintf(eng, sizeof(eng), "libvirt engine, QEMU q35, accelerator %s",
+		 strcmp(hearth_engine_accel(e), "kvm") ? "TCG (QEMU emulation)" : "KVM");
+	json_t *js = bj_new("boot", "real function VMs under the libvirt engine (echo function)", eng);
+	static const char *const keys[M_N] = { "boot_us", "first_invoke_us", "warm_us", "save_us",
+					       "restore_us", "restore_invoke_us" };
+	static const char *const kinds[M_N] = { "boot", "other", "warm", "other", "restore", "other" };
+	for (int i = 0; i < M_N; i++) {
+		double us[runs];
+		char l[200];
+		for (int r = 0; r < runs; r++)
+			us[r] = m[i][r] * 1000;
+		snprintf(l, sizeof(l), "libvirt %s%s", metric_names[i],
+			 i == M_WARM ? " (median of each run's warm invokes)" : "");
+		bj_samples(js, keys[i], kinds[i], l, "us", us, runs);
+	}
 	printf("%-26s %10s %10s %10s\n", "metric (ms)", "p50", "min", "max");
 	for (int i = 0; i < M_N; i++) {
 		double p50 = median(m[i], runs);
 
 		printf("%-26s %10.1f %10.1f %10.1f\n", metric_names[i], p50, m[i][0],
 		       m[i][runs - 1]);
+		if (i == M_BOOT || i == M_RESTORE)
+			bj_figure(js, i == M_BOOT ? "boot_p50_us" : "restore_p50_us", p50 * 1000, "us",
+				  metric_names[i]);
 		free(m[i]);
 	}
+	if (bj_write(js) < 0)
+		return 1;
 	hearth_image_free(&img);
 	hearth_engine_close(e);
 	rmdir(cfg.run_dir);

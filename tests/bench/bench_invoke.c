@@ -17,6 +17,12 @@
  *            boot path (X-Hearth-Cold-Start-Path, -Boot-Ms, -Init-Ms).
  *   restore  --restore N: let the VM idle past hearthd's keep-warm so it is
  *            suspended, then invoke: the restore path on save/restore engines.
+ *   modes    --rt-function NAME (a runtime-mode twin of --function): exec mode,
+ *            runtime mode and the bare agent in both modes (--agent-sock,
+ *            --agent-rt-sock), interleaved, p50/p99 side by side; then where a
+ *            runtime-mode invoke's time goes (HTTP layer = GET /healthz,
+ *            agent frame = Ping, runtime HTTP = the rest of the bare round trip)
+ *            and the issue's targets; then the load phase on the runtime function.
  *
  * usage: bench_invoke --url URL --key KEY --tenant T --function NAME [options]
  *        (bench_invoke --help)
@@ -33,12 +39,15 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <dirent.h>
 
 #include "agent_client.h"
+#include "bench_json.h"
 
 struct opts {
 	const char *url, *key, *tenant, *function, *label;
 	const char *agent_sock, *agent_handler, *package, *deploy_query, *conns;
+	const char *rt_function, *agent_rt_sock, *agent_rt_bootstrap;
 	int iterations, cold, restore, daemon_pid;
 	double seconds, warmup_s, idle_wait_s;
 };
@@ -48,6 +57,7 @@ static struct opts o = {
 	.idle_wait_s = 3,
 };
 static char base[1024];
+static json_t *js; /* machine-readable results (bench_json.h), $HEARTH_BENCH_OUT */
 static const char *sock_path;
 
 static double now_us(void)
@@ -95,6 +105,77 @@ static double daemon_cpu_s(void)
 	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
 		return -1;
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds the whole machine has been busy (all CPUs, /proc/stat), or -1. */
+static double machine_busy_s(void)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+	int n;
+
+	if (!f)
+		return -1;
+	/* cpu user nice system idle iowait irq softirq steal */
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n < 7)
+		return -1;
+	return (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/*
+ * CPU seconds used so far by the function processes of the process engine:
+ * the agents (/init) and what they run (/var/task/...), found by command line.
+ * Processes that exited in between are not counted (warm VMs do not exit).
+ */
+static double functions_cpu_s(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	double sum = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d))) {
+		char path[300], buf[2048], *p;
+		unsigned long long ut, st;
+		size_t n;
+		FILE *f;
+
+		if (atoi(de->d_name) <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		if (!(f = fopen(path, "r")))
+			continue;
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		if (strcmp(buf, "/init") != 0 && strncmp(buf, "/var/task/", 10) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+		if (!(f = fopen(path, "r")))
+			continue;
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		p = strrchr(buf, ')');
+		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+				&st) == 2)
+			sum += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	}
+	closedir(d);
+	return sum;
+}
+
+/* CPU seconds this process has used. */
+static double self_cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* ---- one HTTP exchange ------------------------------------------------------- */
@@ -318,6 +399,21 @@ static int phase_warm(void)
 	else
 		cpu0 = -1;
 	printf("warm invokes, one keep-alive connection, %d sequential:\n", n);
+	{
+		char l[300];
+		snprintf(l, sizeof(l), "warm invoke through hearthd (HTTP%s), %s",
+			 sock_path ? ", Unix socket" : ", TCP", o.label);
+		bj_samples(js, "warm_e2e_us", "warm", l, "us", e2e, n);
+		bj_figure(js, "warm_p50_us", pct(e2e, n, 0.5), "us", l);
+		if (ac) {
+			bj_samples(js, "warm_bare_agent_us", "other",
+				   "bare hearth-agent round trip (same handler)", "us", agent, n);
+			bj_figure(js, "ratio_warm_vs_bare_agent", pct(e2e, n, 0.5) / pct(agent, n, 0.5),
+				  "x", "warm p50 through hearthd / bare agent p50");
+			bj_figure(js, "daemon_overhead_p50_us", pct(e2e, n, 0.5) - pct(agent, n, 0.5),
+				  "us", "hearthd overhead at p50 (through hearthd - bare agent)");
+		}
+	}
 	line("HTTP invoke through hearthd (end to end)", e2e, n, n / (total / 1e6));
 	line("handler time reported by the agent", handler, n, 0);
 	line("end to end minus reported handler time", diff, n, 0);
@@ -352,7 +448,8 @@ static int phase_load(int conns)
 	double start, end, measure_from;
 	char path[512];
 	long errors = 0, done = 0;
-	double cpu_a = -1, cpu_b = -1;
+	double cpu_a = -1, cpu_b = -1, mach_a = -1, mach_b = -1, self_a = -1, self_b = -1;
+	double fn_a = -1, fn_b = -1;
 	int running;
 
 	if (!m || !calls || !lat)
@@ -381,10 +478,18 @@ static int phase_load(int conns)
 		int left;
 
 		curl_multi_perform(m, &running);
-		if (cpu_a < 0 && now_us() >= measure_from)
+		if (cpu_a < 0 && now_us() >= measure_from) {
 			cpu_a = daemon_cpu_s();
-		if (cpu_b < 0 && now_us() >= end)
+			mach_a = machine_busy_s();
+			self_a = self_cpu_s();
+			fn_a = functions_cpu_s();
+		}
+		if (cpu_b < 0 && now_us() >= end) {
 			cpu_b = daemon_cpu_s();
+			mach_b = machine_busy_s();
+			self_b = self_cpu_s();
+			fn_b = functions_cpu_s();
+		}
 		while ((msg = curl_multi_info_read(m, &left))) {
 			struct call *c = NULL;
 			double t = now_us();
@@ -427,19 +532,198 @@ static int phase_load(int conns)
 	}
 	printf("load: %d keep-alive connections in parallel, %.0f s after %.0f s warm-up:\n",
 	       conns, o.seconds, o.warmup_s);
+	{
+		char k[200], l[400];
+		snprintf(k, sizeof(k), "throughput_%s", o.function);
+		snprintf(l, sizeof(l), "warm invokes/s through hearthd, function %s (%s)", o.function,
+			 o.rt_function && !strcmp(o.function, o.rt_function) ? "runtime mode" :
+										"exec mode");
+		bj_point(js, k, "throughput_vs_connections", l, "parallel keep-alive connections",
+			 "invokes/s", conns, done / o.seconds);
+		if (n) {
+			snprintf(k, sizeof(k), "load_p50_%s", o.function);
+			snprintf(l, sizeof(l), "p50 latency under load, function %s", o.function);
+			bj_point(js, k, "other", l, "parallel keep-alive connections", "us", conns,
+				 pct(lat, (int)n, 0.5));
+		}
+	}
 	if (n)
 		line("HTTP invoke under load", lat, (int)n, done / o.seconds);
+	if (o.rt_function && !strcmp(o.function, o.rt_function))
+		printf("  target: >= 5,000 warm invokes/s with a no-op runtime handler: %.0f /s, %s\n",
+		       done / o.seconds, done / o.seconds >= 5000 ? "met" :
+		       "MISSED (this machine's cores are shared by hearthd, the agents, the runtimes "
+		       "and this client)");
 	if (cpu_a >= 0 && cpu_b >= 0 && done > 0)
 		printf("  hearthd's own CPU time per invoke under load: %.1f us   [%s]\n",
 		       (cpu_b - cpu_a) * 1e6 / (double)done, o.label);
-	if (errors)
+	if (cpu_a >= 0 && cpu_b >= 0 && mach_a >= 0 && mach_b >= 0 && done > 0) {
+		double all = (mach_b - mach_a) * 1e6 / (double)done;
+		double hd = (cpu_b - cpu_a) * 1e6 / (double)done;
+		double me = (self_b - self_a) * 1e6 / (double)done;
+		double fn = fn_a >= 0 && fn_b >= fn_a ? (fn_b - fn_a) * 1e6 / (double)done : 0;
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+		printf("  machine CPU per invoke: %.1f us: hearthd %.1f, this client %.1f, agents and "
+		       "their handlers or runtimes %.1f, the rest %.1f (kernel work not charged to a "
+		       "process, exited processes, other users); %ld CPUs %.0f%% busy   [%s]\n", all,
+		       hd, me, fn, all - hd - me - fn, ncpu,
+		       100.0 * (mach_b - mach_a) / (o.seconds * (double)ncpu), o.label);
+	}
+	if (errors) {
+		char k[64];
 		printf("  errors: %ld\n", errors);
+		snprintf(k, sizeof(k), "load_errors_%d_conns", conns);
+		bj_figure(js, k, (double)errors, "requests", "failed requests in the load phase");
+	}
 	for (int i = 0; i < conns; i++)
 		call_free(&calls[i]);
 	curl_multi_cleanup(m);
 	free(calls);
 	free(lat);
 	return errors ? -1 : 0;
+}
+
+static double p50_of(double *v, int n)
+{
+	return pct(v, n, 0.5);
+}
+
+static void row(const char *what, double *a, double *b, int n)
+{
+	printf("  %-30s p50 %8.1f us  p99 %8.1f us", what, p50_of(a, n), pct(a, n, 0.99));
+	if (b)
+		printf("   p50 %8.1f us  p99 %8.1f us   %8.1f us", p50_of(b, n), pct(b, n, 0.99),
+		       p50_of(a, n) - p50_of(b, n));
+	printf("\n");
+}
+
+static int bare_agent(const char *sock, const char *handler, bool runtime,
+		      struct agent_conn **out)
+{
+	struct agent_config cfg = { .handler = handler, .runtime = runtime };
+
+	if (agent_connect_unix(sock, 5000, out) || agent_hello(*out, 5000, NULL) ||
+	    agent_configure(*out, &cfg, 20000, NULL)) {
+		fprintf(stderr, "bench_invoke: cannot set up the bare agent at %s\n", sock);
+		return -1;
+	}
+	return 0;
+}
+
+static int bare_invoke(struct agent_conn *ac, double *us)
+{
+	struct agent_result r;
+	double t0 = now_us();
+
+	if (agent_invoke(ac, "bench", "{}", 2, 0, 10000, &r) || r.status != AGENT_INVOKE_OK) {
+		fprintf(stderr, "bench_invoke: bare agent invoke failed\n");
+		return -1;
+	}
+	*us = now_us() - t0;
+	agent_result_free(&r);
+	return 0;
+}
+
+/* Exec mode vs runtime mode vs the bare agent, interleaved so that noise hits all alike. */
+static int phase_modes(void)
+{
+	enum { EX, RT, BEX, BRT, HZ, PING, NSER };
+	double *v[NSER];
+	char ex_path[512], rt_path[512];
+	struct call cex, crt, chz;
+	struct agent_conn *aex = NULL, *art = NULL;
+	int n = o.iterations;
+
+	for (int k = 0; k < NSER; k++)
+		if (!(v[k] = calloc((size_t)n, sizeof(double))))
+			return -1;
+	snprintf(ex_path, sizeof(ex_path), "/v1/functions/%s/invoke", o.function);
+	snprintf(rt_path, sizeof(rt_path), "/v1/functions/%s/invoke", o.rt_function);
+	call_init(&cex, "POST", ex_path, false);
+	call_init(&crt, "POST", rt_path, false);
+	call_init(&chz, "GET", "/healthz", false);
+	if (o.agent_sock && bare_agent(o.agent_sock, o.agent_handler, false, &aex))
+		return -1;
+	if (o.agent_rt_sock && bare_agent(o.agent_rt_sock, o.agent_rt_bootstrap, true, &art))
+		return -1;
+	for (int i = 0; i < 100 + n; i++) {
+		int j = i - 100; /* the first 100 warm the paths up */
+		double t0, dummy, *slot;
+
+		t0 = now_us();
+		if (call_run(&cex))
+			return -1;
+		if (j >= 0)
+			v[EX][j] = now_us() - t0;
+		t0 = now_us();
+		if (call_run(&crt))
+			return -1;
+		if (j >= 0)
+			v[RT][j] = now_us() - t0;
+		if (j >= 0 && (strcmp(cex.cold, "false") || strcmp(crt.cold, "false")))
+			fprintf(stderr, "bench_invoke: warm invoke %d was cold\n", j);
+		slot = j >= 0 ? &v[BEX][j] : &dummy;
+		if (aex && bare_invoke(aex, slot))
+			return -1;
+		slot = j >= 0 ? &v[BRT][j] : &dummy;
+		if (art && bare_invoke(art, slot))
+			return -1;
+		t0 = now_us();
+		if (call_run(&chz))
+			return -1;
+		if (j >= 0)
+			v[HZ][j] = now_us() - t0;
+		if (art) {
+			struct agent_pong pg;
+
+			t0 = now_us();
+			if (agent_ping(art, 5000, &pg))
+				return -1;
+			if (j >= 0)
+				v[PING][j] = now_us() - t0;
+		}
+	}
+	bj_samples(js, "warm_exec_us", "warm", "warm invoke through hearthd, exec mode (fork+exec)",
+		   "us", v[EX], n);
+	bj_samples(js, "warm_runtime_us", "warm", "warm invoke through hearthd, runtime mode",
+		   "us", v[RT], n);
+	if (aex)
+		bj_samples(js, "bare_exec_us", "other", "bare hearth-agent, exec mode", "us", v[BEX], n);
+	if (art)
+		bj_samples(js, "bare_runtime_us", "other", "bare hearth-agent, runtime mode", "us",
+			   v[BRT], n);
+	bj_figure(js, "ratio_exec_vs_runtime", p50_of(v[EX], n) / p50_of(v[RT], n), "x",
+		  "warm p50 exec mode / runtime mode");
+	printf("warm, side by side: %d sequential invokes of each, interleaved, one keep-alive "
+	       "connection each   [%s]\n", n, o.label);
+	printf("  %-30s %-32s   %-32s   %s\n", "", "through hearthd (HTTP, TCP)",
+	       aex || art ? "bare hearth-agent (Unix socket)" : "", aex || art ? "daemon overhead p50" : "");
+	row("exec mode (fork+exec per call)", v[EX], aex ? v[BEX] : NULL, n);
+	row("runtime mode (Runtime API)", v[RT], art ? v[BRT] : NULL, n);
+	if (art) {
+		double hz = p50_of(v[HZ], n), ping = p50_of(v[PING], n), brt = p50_of(v[BRT], n);
+		double rt = p50_of(v[RT], n), over = rt - brt;
+
+		printf("where a warm runtime-mode invoke's %.1f us go (p50s; the parts are "
+		       "differences of medians, approximate):\n", rt);
+		printf("  %-62s %8.1f us\n", "HTTP layer (GET /healthz on a kept-alive connection)", hz);
+		printf("  %-62s %8.1f us\n", "auth, admission, scheduler, metering, agent client "
+		       "(the rest of hearthd)", over - hz);
+		printf("  %-62s %8.1f us\n", "agent frame (Ping round trip to the bare agent)", ping);
+		printf("  %-62s %8.1f us\n", "runtime HTTP (/next answer + /response, and the runtime)",
+		       brt - ping);
+		printf("  target: daemon overhead <= 100 us p50: %.1f us, %s\n", over,
+		       over <= 100 ? "met" : "MISSED (see the split above)");
+	}
+	call_free(&cex);
+	call_free(&crt);
+	call_free(&chz);
+	agent_close(aex);
+	agent_close(art);
+	for (int k = 0; k < NSER; k++)
+		free(v[k]);
+	return 0;
 }
 
 static long long metric_vms(void)
@@ -531,6 +815,9 @@ static int phase_cold(void)
 		n++;
 		call_free(&inv);
 	}
+	bj_samples(js, "cold_boot_vm_us", "boot", "VM boot to Ready (X-Hearth-Boot-Ms)", "us", boot, n);
+	bj_samples(js, "cold_boot_e2e_us", "other", "first invoke after redeploy (boot path), end to end",
+		   "us", e2e, n);
 	cold_report("cold start, boot path (delete + redeploy, then invoke)", e2e, boot, init, n,
 		    "VM boot to Ready (X-Hearth-Boot-Ms)");
 	line("deploy (upload + image build), for reference", deploy, n, 0);
@@ -583,6 +870,10 @@ static int phase_restore(void)
 		n++;
 		call_free(&inv);
 	}
+	bj_samples(js, "cold_restore_vm_us", "restore", "restore to running (X-Hearth-Restore-Ms)",
+		   "us", rest, n);
+	bj_samples(js, "cold_restore_e2e_us", "other",
+		   "first invoke after keep-warm (restore path), end to end", "us", e2e, n);
 	if (n)
 		cold_report("cold start, restore path (VM suspended after keep-warm, then invoke)",
 			    e2e, rest, init, n, "restore to running (X-Hearth-Restore-Ms)");
@@ -605,7 +896,10 @@ static void usage(FILE *f)
 		"                                            (default 4, 5, 1; 0 skips it)\n"
 		"  --cold N --package TGZ [--deploy-query Q] boot-path cold starts by redeploying\n"
 		"  --restore N [--idle-wait S]               restore-path cold starts after keep-warm\n"
-		"  --daemon-pid PID       report hearthd's CPU time per warm invoke\n");
+		"  --daemon-pid PID       report hearthd's CPU time per warm invoke\n"
+		"  --rt-function NAME     a runtime-mode twin of --function: exec vs runtime side by\n"
+		"                         side, the time split, and the load phase on it\n"
+		"  --agent-rt-sock PATH --agent-rt-bootstrap PATH  a bare agent in runtime mode\n");
 }
 
 int main(int argc, char **argv)
@@ -621,6 +915,9 @@ int main(int argc, char **argv)
 		{ "package", required_argument, NULL, 'p' },  { "deploy-query", required_argument, NULL, 'q' },
 		{ "restore", required_argument, NULL, 'R' },  { "idle-wait", required_argument, NULL, 'i' },
 		{ "daemon-pid", required_argument, NULL, 'P' },
+		{ "rt-function", required_argument, NULL, 'T' },
+		{ "agent-rt-sock", required_argument, NULL, 'x' },
+		{ "agent-rt-bootstrap", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
 	};
 	int c, rc = 0;
@@ -644,12 +941,16 @@ int main(int argc, char **argv)
 		case 'R': o.restore = atoi(optarg); break;
 		case 'i': o.idle_wait_s = atof(optarg); break;
 		case 'P': o.daemon_pid = atoi(optarg); break;
+		case 'T': o.rt_function = optarg; break;
+		case 'x': o.agent_rt_sock = optarg; break;
+		case 'B': o.agent_rt_bootstrap = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (!o.url || !o.key || !o.function || (o.agent_sock && !o.agent_handler) ||
-	    (o.cold && !o.package) || o.iterations < 10 || o.seconds <= 0) {
+	    (o.cold && !o.package) || o.iterations < 10 || o.seconds <= 0 ||
+	    (o.agent_rt_sock && (!o.agent_rt_bootstrap || !o.rt_function))) {
 		usage(stderr);
 		return 2;
 	}
@@ -660,6 +961,22 @@ int main(int argc, char **argv)
 		snprintf(base, sizeof(base), "%s", o.url);
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+	js = bj_new("invoke", o.label, o.label);
+	bj_set(js, "transport", sock_path ? "HTTP over hearthd's Unix socket" : "HTTP over TCP");
+	if (o.rt_function) {
+		/* Side by side, then the runtime function under load. */
+		if (phase_modes())
+			rc = 1;
+		o.function = o.rt_function;
+		for (const char *p = o.conns; !rc && p && *p;
+		     p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+			if (atoi(p) > 0 && phase_load(atoi(p)))
+				rc = 1;
+		curl_global_cleanup();
+		if (bj_write(js) < 0)
+			rc = 1;
+		return rc;
+	}
 	if (phase_warm())
 		rc = 1;
 	/* One load run per connection count in the comma-separated --conns list. */
@@ -671,5 +988,9 @@ int main(int argc, char **argv)
 	if (!rc && o.restore > 0 && phase_restore())
 		rc = 1;
 	curl_global_cleanup();
+	if (rc)
+		bj_set(js, "status", "incomplete: a phase failed (see the benchmark's output); later phases did not run");
+	if (bj_write(js) < 0)
+		rc = 1;
 	return rc;
 }

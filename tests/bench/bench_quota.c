@@ -15,6 +15,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <sqlite3.h>
+
+#include "bench_json.h"
 #include "quota.h"
 #include "scheduler.h"
 #include "store.h"
@@ -111,6 +114,11 @@ int main(int argc, char **argv)
 				     .rate_per_s = 1000000000, .burst = 1000000000,
 				     .budget_mb_ms = INT64_MAX / 2 };
 	store_limits_set(st, tenant, &lim);
+	char eng[200];
+	snprintf(eng, sizeof(eng), "none (in-process quota checks and SQLite %s usage ledger, no VM)",
+		 sqlite3_libversion());
+	json_t *js = bj_new("quota", "admission and metering overhead, durable usage ledger", eng);
+	bj_set(js, "ledger_dir", argv[1]);
 
 	/* 1. admission: every limit armed, so every check runs. */
 	for (int i = 0; i < N; i++) {
@@ -124,6 +132,8 @@ int main(int argc, char **argv)
 		lat[i] = (now_s() - t0) / 100 * 1e6;
 	}
 	qsort(lat, N, sizeof(lat[0]), cmp);
+	bj_figure(js, "admission_p50_us", lat[N / 2], "us", "quota_admit + quota_release, p50");
+	bj_figure(js, "admission_p99_us", lat[N * 99 / 100], "us", "quota_admit + quota_release, p99");
 	printf("admission (quota_admit + quota_release, all limits armed): p50 %.3f us  p99 %.3f us\n",
 	       lat[N / 2], lat[N * 99 / 100]);
 	double admit_p50 = lat[N / 2];
@@ -140,6 +150,8 @@ int main(int argc, char **argv)
 			return 1;
 		lat[i] = (now_s() - t0) * 1e6;
 	}
+	bj_samples(js, "metering_record_us", "other",
+		   "one durable usage record (record + hourly aggregate, WAL commit)", "us", lat, n2);
 	qsort(lat, (size_t)n2, sizeof(lat[0]), cmp);
 	printf("metering record, durable commit (record + hourly aggregate, WAL): p50 %.1f us  p99 %.1f us\n",
 	       lat[n2 / 2], lat[n2 * 99 / 100]);
@@ -150,7 +162,17 @@ int main(int argc, char **argv)
 	double one = throughput(1, secs), many = throughput(16, secs), lots = throughput(64, secs);
 	printf("ledger throughput, durable: 1 writer %.0f records/s; 16 writers %.0f records/s;"
 	       " 64 writers %.0f records/s (group commit; target >= 20000)\n", one, many, lots);
+	bj_figure(js, "admission_plus_metering_p50_us", admit_p50 + lat[n2 / 2], "us",
+		  "admission + metering per invocation, p50 (target <= 20 us)");
+	bj_point(js, "ledger_records_per_s", "other", "durable ledger records/s (group commit)",
+		 "concurrent writers", "records/s", 1, one);
+	bj_point(js, "ledger_records_per_s", "other", "durable ledger records/s (group commit)",
+		 "concurrent writers", "records/s", 16, many);
+	bj_point(js, "ledger_records_per_s", "other", "durable ledger records/s (group commit)",
+		 "concurrent writers", "records/s", 64, lots);
+	bj_figure(js, "ratio_ledger_64_vs_1_writer", lots / one, "x",
+		  "ledger records/s, 64 writers / 1 writer");
 	quota_destroy(q);
 	store_close(st);
-	return 0;
+	return bj_write(js) < 0 ? 1 : 0;
 }

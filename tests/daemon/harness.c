@@ -4,6 +4,7 @@
  */
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -65,11 +67,19 @@ long http(struct hd *h, const char *method, const char *path, const char *key,
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hl = NULL;
-	char url[512], auth[256], th[160];
+	char url[8192], auth[256], th[160];
 	void *bud[2] = { &r->body, &r->len }, *hud[2] = { &r->hdrs, &r->hlen };
 
 	memset(r, 0, sizeof(*r));
-	snprintf(url, sizeof(url), "%s%s", h->base, path);
+	if (h->use_unix) {
+		char sock[128];
+
+		snprintf(sock, sizeof(sock), "%s/api.sock", h->dir);
+		curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
+		snprintf(url, sizeof(url), "http://localhost%s", path);
+	} else {
+		snprintf(url, sizeof(url), "%s%s", h->base, path);
+	}
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	if (key) {
@@ -159,6 +169,9 @@ void hd_start_args(struct hd *h, const char *const *extra)
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", h->port);
 	snprintf(h->base, sizeof(h->base), "http://127.0.0.1:%d", h->port);
 	argv[n++] = HEARTHD_BIN;
+	/* Never an installed /etc/hearth/hearthd.conf (a case may name its own file later). */
+	argv[n++] = "--config";
+	argv[n++] = "none";
 	argv[n++] = "--state-dir";
 	argv[n++] = state;
 	argv[n++] = "--run-dir";
@@ -185,6 +198,11 @@ void hd_start_args(struct hd *h, const char *const *extra)
 
 		dup2(fd, 2);
 		dup2(fd, 1);
+		if (h->nofile) {
+			struct rlimit rl = { 256, h->nofile };
+
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
 		execv(HEARTHD_BIN, (char *const *)argv);
 		_exit(127);
 	}
@@ -460,4 +478,46 @@ void par_invoke(struct hd *h, const char *key, const char *fn, const char *event
 		struct par *out)
 {
 	par_invoke_tick(h, key, fn, event, n, out, NULL, NULL);
+}
+
+int vmm_procs_under(const char *dir)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	int n = 0;
+
+	while (d && (de = readdir(d))) {
+		char path[300], buf[4096];
+		size_t len;
+		FILE *f;
+
+		if (atoi(de->d_name) <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		for (size_t i = 0; i < len; i++)
+			if (buf[i] == 0)
+				buf[i] = ' ';
+		buf[len] = 0;
+		n += strstr(buf, "hearth-vmm") && strstr(buf, dir);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+void set_limits(struct hd *h, const char *tenant, const char *json)
+{
+	struct resp r;
+	char path[128];
+
+	snprintf(path, sizeof(path), "/v1/tenants/%s/limits", tenant);
+	if (http(h, "PUT", path, h->admin, NULL, json, strlen(json), NULL, &r) != 200)
+		fprintf(stderr, "limits: %ld %s\n", r.status, r.body);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
 }

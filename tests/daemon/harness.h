@@ -17,6 +17,8 @@ struct hd {
 	char base[64];
 	char admin[160];
 	int port;
+	int use_unix;     /* http() goes through the Unix socket instead of TCP */
+	unsigned nofile;  /* if set, hearthd starts with RLIMIT_NOFILE soft 256, hard nofile */
 };
 
 struct resp {
@@ -60,6 +62,10 @@ long invoke(struct hd *h, const char *key, const char *name, const char *event,
 		   const char *extra, struct resp *r);
 json_t *wait_event(struct hd *h, const char *key, const char *id, const char *want);
 int metric(struct hd *h, const char *name);
+/* PUT /v1/tenants/<tenant>/limits with json as the admin; asserts 200. */
+void set_limits(struct hd *h, const char *tenant, const char *json);
+/* How many hearth-vmm processes name a path under dir on their command line. */
+int vmm_procs_under(const char *dir);
 
 /* Sends n POSTs of event to fn's invoke at once and waits for all; tick (if any)
  * runs between polls. */

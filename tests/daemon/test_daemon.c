@@ -3,7 +3,6 @@
  * case says otherwise), drives it over HTTP with libcurl, and stops it.
  * Every case that feeds bad input also checks that hearthd kept working.
  */
-#include <dirent.h>
 #include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -561,37 +560,6 @@ static void test_libvirt_restore(void **state)
 			     0);
 }
 
-/* Is any hearth-vmm process using a path under dir? */
-static bool vmm_running_under(const char *dir)
-{
-	DIR *d = opendir("/proc");
-	struct dirent *de;
-	bool found = false;
-
-	while (d && !found && (de = readdir(d))) {
-		char path[300], buf[4096];
-		size_t n;
-		FILE *f;
-
-		if (atoi(de->d_name) <= 0)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		for (size_t i = 0; i < n; i++)
-			if (buf[i] == 0)
-				buf[i] = ' ';
-		buf[n] = 0;
-		found = strstr(buf, "hearth-vmm") && strstr(buf, dir);
-	}
-	if (d)
-		closedir(d);
-	return found;
-}
-
 static void test_builtin_snapshot_restore(void **state)
 {
 	struct hd *h = *state;
@@ -643,7 +611,7 @@ static void test_builtin_snapshot_restore(void **state)
 	free(key);
 	hd_stop(h);
 	/* Every hearth-vmm of this hearthd is gone. */
-	assert_false(vmm_running_under(h->dir));
+	assert_int_equal(vmm_procs_under(h->dir), 0);
 }
 
 int main(int argc, char **argv)

@@ -2,9 +2,88 @@
  * Reports what the boot protocol handed over, for tests/vmm to compare with
  * what it asked hearth-vmm for: the e820 map, the command line, and the
  * initrd's address, size and FNV-1a hash. Also checks the fields a Linux
- * kernel checks at entry (boot flag, "HdrS" magic, loader type).
+ * kernel checks at entry (boot flag, "HdrS" magic, loader type), and walks
+ * the MP table the way Linux's mpparse does (signatures, lengths, checksums),
+ * reporting what it describes.
  */
 #include "lib/guest.h"
+
+static uint8_t sum8(const uint8_t *p, uint32_t n)
+{
+	uint8_t s = 0;
+	for (uint32_t i = 0; i < n; i++)
+		s += p[i];
+	return s;
+}
+
+/* One line: "mptable ok cpus=N bsp=ID ... " or "mptable BAD <why>". */
+static void report_mptable(void)
+{
+	const uint8_t *mpf = (const uint8_t *)(uintptr_t)0x9fc00;
+	uint32_t phys;
+	memcpy(&phys, mpf + 4, 4);
+	puts_uart("mptable ");
+	if (memcmp(mpf, "_MP_", 4) || mpf[8] != 1 || mpf[9] != 4 || sum8(mpf, 16)) {
+		puts_uart("BAD floating pointer\n");
+		return;
+	}
+	if (phys < 0x9fc00 || phys > 0x9fc00 + 0x400 - 44) {
+		puts_uart("BAD table address\n");
+		return;
+	}
+	const uint8_t *t = (const uint8_t *)(uintptr_t)phys;
+	uint16_t len, count;
+	uint32_t lapic;
+	memcpy(&len, t + 4, 2);
+	memcpy(&count, t + 34, 2);
+	memcpy(&lapic, t + 36, 4);
+	if (memcmp(t, "PCMP", 4) || t[6] != 4 || len < 44 || phys + len > 0x9fc00 + 0x400 ||
+	    sum8(t, len)) {
+		puts_uart("BAD configuration table\n");
+		return;
+	}
+	uint32_t off = 44, cpus = 0, bsp = 0xff, ioapic = 0, ioapic_id = 0, intsrc = 0, lint = 0;
+	for (uint16_t i = 0; i < count; i++) {
+		if (off >= len) {
+			puts_uart("BAD entry count\n");
+			return;
+		}
+		const uint8_t *e = t + off;
+		if (e[0] == 0) {
+			cpus += (e[3] & 1) ? 1 : 0;
+			if (e[3] & 2)
+				bsp = e[1];
+			off += 20;
+			continue;
+		}
+		if (e[0] == 2) {
+			memcpy(&ioapic, e + 4, 4);
+			ioapic_id = e[1];
+		}
+		intsrc += e[0] == 3;
+		lint += e[0] == 4;
+		off += 8;
+	}
+	if (off != len) {
+		puts_uart("BAD table length\n");
+		return;
+	}
+	puts_uart("ok cpus=");
+	put_dec(cpus);
+	puts_uart(" bsp=");
+	put_dec(bsp);
+	puts_uart(" lapic=");
+	put_hex(lapic);
+	puts_uart(" ioapic=");
+	put_hex(ioapic);
+	puts_uart(" id=");
+	put_dec(ioapic_id);
+	puts_uart(" intsrc=");
+	put_dec(intsrc);
+	puts_uart(" lint=");
+	put_dec(lint);
+	puts_uart("\n");
+}
 
 void guest_main(const uint8_t *bp);
 void guest_main(const uint8_t *bp)
@@ -42,6 +121,7 @@ void guest_main(const uint8_t *bp)
 		put_dec(type);
 		puts_uart("\n");
 	}
+	report_mptable();
 	puts_uart("cmdline=[");
 	puts_uart(bp_cmdline(bp));
 	puts_uart("]\n");

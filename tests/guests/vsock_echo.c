@@ -12,6 +12,16 @@
  *                     what comes back (guest-initiated connection test);
  *   hearth.ticks=N    print "tick i" every so often, N times, while idle
  *                     (gives a snapshot something to be in the middle of);
+ *   hearth.touch_mib=N  fill N MiB of RAM from 32 MiB up with data at boot,
+ *                     and read every page of it on each Invoke before the
+ *                     reply: a working set the host can record and prefetch
+ *                     (needs --mem >= 32 + N);
+ *   hearth.dirty=1    with touch_mib: write every page of it on each Invoke
+ *                     instead (a clone's private copies: memory a cgroup counts);
+ *   hearth.rx=hold    stop giving rx buffers back once a host connection is
+ *                     accepted (a guest withholding buffers);
+ *   hearth.rx=tiny    post rx buffers that hold a packet header and no data;
+ *   hearth.mute=1     leave host connection requests unanswered;
  *   hearth.poll=1     never halt: spin on the rings instead of waiting for
  *                     the device interrupt;
  *   hearth.hostile=M  first break the virtqueue rules on purpose (M: outside,
@@ -40,6 +50,24 @@ struct conn {
 static struct vsock_drv vs;
 static struct conn conns[NCONN];
 static uint64_t invokes, polls;
+static int rx_hold_mode, mute;
+#define TOUCH_BASE (32ull << 20)
+static uint64_t touch_bytes;
+static volatile uint64_t touch_sum;
+static int touch_dirty;
+
+/* One read (or write, hearth.dirty) per 4 KiB page of the working set. */
+static void touch_working_set(void)
+{
+	uint64_t sum = 0;
+	for (uint64_t off = 0; off < touch_bytes; off += 4096) {
+		volatile uint64_t *w = (volatile uint64_t *)(uintptr_t)(TOUCH_BASE + off);
+		sum += *w;
+		if (touch_dirty)
+			*w = sum;
+	}
+	touch_sum = sum;
+}
 static int shutdown_requested;
 static uint8_t out[MAX_FRAME + 64], sub[MAX_FRAME + 32];
 
@@ -242,6 +270,7 @@ static void handle_envelope(struct conn *c, const uint8_t *p, size_t len)
 			reply_error(c, seq, 4, "bad invoke");
 			return;
 		}
+		touch_working_set();
 		n += put_field_bytes(sub + n, 1, id.data, id.len);
 		if (payload.len)
 			n += put_field_bytes(sub + n, 5, payload.data, payload.len);
@@ -343,11 +372,19 @@ static void packet(const struct vsock_hdr *h)
 	struct conn *c = find(h->src_port, h->dst_port);
 	switch (h->op) {
 	case VS_OP_REQUEST:
+		if (mute) {
+			puts_uart("mute: request ignored\n");
+			break;
+		}
 		if (h->dst_port == AGENT_PORT && !c && (c = alloc(h->src_port, h->dst_port))) {
 			send_op(c, c->peer_port, c->local_port, VS_OP_RESPONSE, 0);
 			puts_uart("agent: connection from host port ");
 			put_dec(h->src_port);
 			puts_uart("\n");
+			if (rx_hold_mode) {
+				vs_rx_hold = 1;
+				puts_uart("rx: holding buffers from now on\n");
+			}
 		} else {
 			send_op(0, h->src_port, h->dst_port, VS_OP_RST, 0);
 		}
@@ -357,6 +394,8 @@ static void packet(const struct vsock_hdr *h)
 			puts_uart("connected to host\n");
 		break;
 	case VS_OP_RW:
+		if (vs_rx_hold)
+			break; /* hearth.rx=hold: a guest that has stopped reading */
 		if (!c) {
 			send_op(0, h->src_port, h->dst_port, VS_OP_RST, 0);
 			break;
@@ -377,6 +416,8 @@ static void packet(const struct vsock_hdr *h)
 		break;
 	case VS_OP_SHUTDOWN:
 	case VS_OP_RST:
+		if (h->op == VS_OP_SHUTDOWN)
+			puts_uart("host shut the connection down\n");
 		if (c) {
 			if (h->op == VS_OP_SHUTDOWN)
 				send_op(c, c->peer_port, c->local_port, VS_OP_RST, 0);
@@ -438,6 +479,12 @@ void guest_main(const uint8_t *bp);
 void guest_main(const uint8_t *bp)
 {
 	const char *cmd = bp_cmdline(bp);
+	size_t rl;
+	const char *rx = cmdline_get(cmd, "hearth.rx", &rl);
+	if (rx && streq(rx, rl, "tiny"))
+		vs_rx_len = sizeof(struct vsock_hdr);
+	rx_hold_mode = rx && streq(rx, rl, "hold");
+	mute = cmdline_get(cmd, "hearth.mute", &rl) != 0;
 	if (vs_init(&vs, cmd) < 0)
 		return;
 	size_t hl;
@@ -489,6 +536,11 @@ void guest_main(const uint8_t *bp)
 		}
 	}
 
+	v = cmdline_get(cmd, "hearth.touch_mib", &len);
+	touch_bytes = v ? parse_u64(v, len) << 20 : 0;
+	touch_dirty = cmdline_get(cmd, "hearth.dirty", &len) != 0;
+	for (uint64_t off = 0; off < touch_bytes; off += 4096)
+		*(volatile uint64_t *)(uintptr_t)(TOUCH_BASE + off) = off * 2654435761u + 1;
 	int poll_only = cmdline_get(cmd, "hearth.poll", &len) != 0;
 	if (!poll_only)
 		irq_setup_virtio(vs.base, vmmio_irq(cmd));

@@ -21,18 +21,6 @@
 #include "harness.h"
 #include "quota.h"
 
-static void set_limits(struct hd *h, const char *tenant, const char *json)
-{
-	struct resp r;
-	char path[128];
-
-	snprintf(path, sizeof(path), "/v1/tenants/%s/limits", tenant);
-	if (http(h, "PUT", path, h->admin, NULL, json, strlen(json), NULL, &r) != 200)
-		fprintf(stderr, "limits: %ld %s\n", r.status, r.body);
-	assert_int_equal(r.status, 200);
-	resp_free(&r);
-}
-
 /* The most invocations of fn that overlapped in time, from the records. */
 static int max_overlap(struct hd *h, const char *key, const char *fn)
 {
@@ -701,6 +689,46 @@ static void test_reserved_concurrency(void **state)
 	hd_stop(h);
 }
 
+/* Issue 14: a reservation sum that overflowed let a tenant escape its concurrency limit. */
+static void test_reservation_overflow(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--max-vms", "40", NULL };
+	struct par pa[20], pb[20];
+	struct resp r;
+	char *key;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "alpha", FNS_DIR "/multi", NULL);
+	deploy(h, key, "beta", FNS_DIR "/multi", NULL);
+	set_limits(h, "acme", "{\"max_concurrency\": 10}");
+	put_config(h, key, "alpha", "{\"reserved\": 1}", 200, NULL);
+	/* 1 + INT64_MAX wrapped negative and passed the check. */
+	put_config(h, key, "beta", "{\"reserved\": 9223372036854775807}", 400, "InvalidRequest");
+	put_config(h, key, "beta", "{\"reserved\": 9223372036854775806}", 400, "InvalidRequest");
+	put_config(h, key, "beta", "{\"reserved\": 1000000}", 409, "ReservationTooLarge");
+	put_config(h, key, "beta", "{\"reserved\": 10}", 409, "ReservationTooLarge");
+	/* Nothing was stored; a fitting reservation still works. */
+	assert_int_equal(http(h, "GET", "/v1/functions/beta", key, NULL, NULL, 0, NULL, &r), 200);
+	json_t *j = body_json(&r);
+	assert_int_equal(json_integer_value(json_object_get(j, "reserved")), 0);
+	json_decref(j);
+	resp_free(&r);
+	put_config(h, key, "beta", "{\"reserved\": 9}", 200, NULL);
+	/* 40 at once: never more than the tenant's 10 running. */
+	par_two(h, key, "alpha", 20, pa, "beta", 20, pb);
+	int a_ok = par_count(pa, 20, 200, NULL), b_ok = par_count(pb, 20, 200, NULL);
+	int a_max = max_overlap(h, key, "alpha"), b_max = max_overlap(h, key, "beta");
+	fprintf(stderr, "alpha %d/20 (at most %d at once), beta %d/20 (at most %d at once)\n",
+		a_ok, a_max, b_ok, b_max);
+	assert_true(a_max <= 1 && b_max <= 9);
+	assert_true(a_ok >= 1 && b_ok >= 9);
+	free(key);
+	hd_stop(h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -719,6 +747,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_host_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reservation_holds_host_slots, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_provisioned_metering, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reservation_overflow, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

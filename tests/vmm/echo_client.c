@@ -22,11 +22,17 @@ void echo_session(const char *sock, const char *tag, int n_invokes)
 		fprintf(stderr, "connect: %s\n", agent_strerror(rc));
 	assert_int_equal(rc, AGENT_OK);
 	char *sw = NULL;
-	assert_int_equal(agent_hello(c, T_MS, &sw), AGENT_OK);
+	rc = agent_hello(c, T_MS, &sw);
+	if (rc)
+		fprintf(stderr, "%s: hello: %s\n", tag, agent_strerror(rc));
+	assert_int_equal(rc, AGENT_OK);
 	assert_string_equal(sw, "hearth-test-guest vsock_echo");
 	free(sw);
 	struct agent_pong pong;
-	assert_int_equal(agent_ping(c, T_MS, &pong), AGENT_OK);
+	rc = agent_ping(c, T_MS, &pong);
+	if (rc)
+		fprintf(stderr, "%s: ping: %s\n", tag, agent_strerror(rc));
+	assert_int_equal(rc, AGENT_OK);
 	assert_true(pong.uptime_us > 0);
 	for (int i = 0; i < n_invokes; i++) {
 		char payload[600], id[32];
@@ -40,6 +46,8 @@ void echo_session(const char *sock, const char *tag, int n_invokes)
 		struct agent_result res;
 		memset(&res, 0, sizeof(res));
 		rc = agent_invoke(c, id, payload, (size_t)n, 0, T_MS, &res);
+		if (rc)
+			fprintf(stderr, "%s: invoke %d: %s\n", tag, i, agent_strerror(rc));
 		assert_int_equal(rc, AGENT_OK);
 		assert_int_equal(res.status, AGENT_INVOKE_OK);
 		assert_string_equal(res.request_id, id);

@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,12 +40,41 @@ const char *guest_path(const char *name)
 #define MAX_LIVE 16
 static struct vmm_run *live[MAX_LIVE];
 
+/* Prints the last max bytes of a file, for a failed test's diagnosis. */
+static void dump_tail(const char *what, const char *path, long max)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return;
+	fseek(f, 0, SEEK_END);
+	long size = ftell(f);
+	fseek(f, size > max ? size - max : 0, SEEK_SET);
+	fprintf(stderr, "---- %s (%s, last %ld of %ld bytes)\n", what, path, size > max ? max : size,
+		size);
+	char buf[4096];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		fwrite(buf, 1, n, stderr);
+	fprintf(stderr, "\n---- end of %s\n", what);
+	fclose(f);
+}
+
+/*
+ * After a test: runs still registered here were not stopped by the test, which
+ * means it failed on the way. Their console and stderr are printed before they
+ * are killed, so that a failure in CI (the lab above all) can be diagnosed.
+ */
 int vmm_teardown(void **state)
 {
 	(void)state;
 	for (int i = 0; i < MAX_LIVE; i++)
-		if (live[i])
+		if (live[i]) {
+			if (live[i]->pid > 0) {
+				dump_tail("console", live[i]->console, 3000);
+				dump_tail("hearth-vmm stderr", live[i]->errlog, 3000);
+			}
 			vmm_run_cleanup(live[i]);
+		}
 	return 0;
 }
 
@@ -112,6 +144,18 @@ int vmm_wait(struct vmm_run *r, int timeout_ms)
 		}
 		usleep(1000);
 	}
+}
+
+bool vmm_exited(struct vmm_run *r)
+{
+	int st;
+	if (r->pid < 0)
+		return true;
+	if (waitpid(r->pid, &st, WNOHANG) != r->pid)
+		return false;
+	r->pid = -1;
+	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	return true;
 }
 
 int vmm_run_sync(struct vmm_run *r, const char *const *argv, int timeout_ms)
@@ -187,4 +231,49 @@ void vmm_run_cleanup(struct vmm_run *r)
 	}
 	rmdir(r->dir);
 	r->dir[0] = 0;
+}
+
+const char *vmm_ctl(const char *path, const char *cmd)
+{
+	static char reply[1100];
+	int fd = -1;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return NULL;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	for (int i = 0; i < 2000; i++) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			break;
+		close(fd);
+		fd = -1;
+		usleep(5000);
+	}
+	if (fd < 0)
+		return NULL;
+	/* A hearth-vmm that accepts but never answers fails the test, not hangs it. */
+	struct timeval tv = { .tv_sec = 60 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char line[1024];
+	int n = snprintf(line, sizeof(line), "%s\n", cmd);
+	if (write(fd, line, (size_t)n) != n) {
+		close(fd);
+		return NULL;
+	}
+	size_t got = 0;
+	while (got < sizeof(reply) - 1) {
+		ssize_t k = read(fd, reply + got, 1);
+		if (k < 0) {
+			fprintf(stderr, "vmm_ctl: no answer to '%s' on %s: %s\n", cmd, path,
+				strerror(errno));
+			close(fd);
+			return NULL;
+		}
+		if (k == 0 || reply[got] == '\n')
+			break;
+		got++;
+	}
+	reply[got] = 0;
+	close(fd);
+	return reply;
 }

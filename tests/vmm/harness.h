@@ -30,6 +30,8 @@ const char *vmm_bin(void);
 int vmm_spawn(struct vmm_run *r, const char *const *argv);
 /* Waits up to timeout_ms; returns the exit code (or -1 after killing it on timeout). */
 int vmm_wait(struct vmm_run *r, int timeout_ms);
+/* Has it exited (without waiting)? If so, r->status holds its exit code. */
+bool vmm_exited(struct vmm_run *r);
 /* spawn + wait. */
 int vmm_run_sync(struct vmm_run *r, const char *const *argv, int timeout_ms);
 /* malloc'ed, NUL-terminated file contents ("" if missing). */
@@ -43,5 +45,11 @@ void vmm_run_cleanup(struct vmm_run *r);
  */
 int vmm_teardown(void **state);
 long long now_us(void);
+/*
+ * Sends one command to a hearth-vmm control socket (retrying the connect
+ * for up to 10 s while it does not exist yet) and returns the reply line
+ * (static buffer), or NULL when the socket cannot be reached.
+ */
+const char *vmm_ctl(const char *path, const char *cmd);
 
 #endif

@@ -90,7 +90,7 @@ static void boot_params(void **s)
 	fclose(f);
 	const char *cmdline = "console=ttyS0 hearth.test=boot_params quiet";
 	const char *av[] = { "--kernel", guest_path("boot_params.elf"), "--mem", "48",
-			     "--initrd", rd, "--cmdline", cmdline, NULL };
+			     "--vcpus", "2", "--initrd", rd, "--cmdline", cmdline, NULL };
 	int rc = vmm_run_sync(&r, av, BOOT_TIMEOUT_MS);
 	char *con = slurp(r.console, NULL);
 	assert_int_equal(rc, 0);
@@ -99,7 +99,11 @@ static void boot_params(void **s)
 			     "e820 0x0 0x9fc00 1\n"
 			     "e820 0x9fc00 0x60400 2\n"
 			     "e820 0x100000 0x2f00000 1\n");
-	assert_contains(con, "cmdline=[console=ttyS0 hearth.test=boot_params quiet]\n");
+	/* hearth-vmm's own parameters come first, so that the user's can override them. */
+	assert_contains(con, "cmdline=[acpi=off console=ttyS0 hearth.test=boot_params quiet]\n");
+	/* One processor entry per vCPU, 0 the BSP; the IOAPIC's 24 pins; LINT0 and LINT1. */
+	assert_contains(con, "mptable ok cpus=2 bsp=0 lapic=0xfee00000 ioapic=0xfec00000 id=2 "
+			     "intsrc=24 lint=2\n");
 	char want[128];
 	snprintf(want, sizeof(want), "size=%zu fnv1a=0x%llx\n", sizeof(buf),
 		 (unsigned long long)fnv1a(buf, sizeof(buf)));

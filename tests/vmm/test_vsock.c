@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <signal.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -183,6 +184,203 @@ static void hostile_oversize_len(void **s) { (void)s; hostile("oversize", "above
 static void hostile_huge_desc(void **s) { (void)s; hostile("hugedesc", "outside guest RAM"); }
 static void hostile_avail_ring(void **s) { (void)s; hostile("ring", "more than a queue size ahead"); }
 
+/* ---- hostile peers on either side of the hybrid socket (issue 14) ---- */
+
+/* A raw hybrid-socket client: connected, nothing sent yet. */
+static int raw_connect(const char *sock)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	assert_true(strlen(sock) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* "CONNECT 52\n" and its "OK <n>\n". */
+static int raw_connect_52(const char *sock)
+{
+	int fd = raw_connect(sock);
+	assert_int_equal(write(fd, "CONNECT 52\n", 11), 11);
+	char line[32];
+	size_t n = 0;
+	while (n < sizeof(line) - 1 && read(fd, line + n, 1) == 1 && line[n] != '\n')
+		n++;
+	line[n] = 0;
+	if (strncmp(line, "OK ", 3))
+		fail_msg("CONNECT 52 answered '%s'", line);
+	return fd;
+}
+
+/* 1 if the peer closed (EOF), 0 if the socket stays open (read timed out), within ms. */
+static int peer_closed_within(int fd, int ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char b[256];
+	for (;;) {
+		ssize_t n = read(fd, b, sizeof(b));
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return 1;
+		if (n < 0)
+			return 0; /* EAGAIN: timed out, still open */
+	}
+}
+
+/* CPU time (user + system) of a process so far, in ms. */
+static long long cpu_ms(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	const char *p = strrchr(buf, ')');
+	assert_non_null(p);
+	unsigned long long ut = 0, st = 0;
+	/* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+	assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+				&st),
+			 2);
+	return (long long)(ut + st) * 1000 / sysconf(_SC_CLK_TCK);
+}
+
+/*
+ * The guest accepts, then stops giving rx buffers back; the host sends 64 KiB
+ * and closes. hearth-vmm must not spin on the closed socket (it did, at ~96%
+ * of a core, on EPOLLHUP), and must go on serving.
+ */
+static void vsock_withheld_rx_no_spin(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "vsockhold");
+	char sock[300];
+	start_echo(&r, sock, sizeof(sock), "hearth.rx=hold");
+	int fd = raw_connect_52(sock);
+	assert_true(wait_for_text(r.console, "rx: holding buffers from now on\n", T_MS));
+	static char big[65536];
+	memset(big, 'x', sizeof(big));
+	size_t off = 0;
+	struct timeval tv = { .tv_sec = 2 };
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (off < sizeof(big)) {
+		ssize_t n = write(fd, big + off, sizeof(big) - off);
+		if (n <= 0)
+			break; /* the socket buffer is full: enough is queued */
+		off += (size_t)n;
+	}
+	close(fd);
+	usleep(200 * 1000);
+	long long c0 = cpu_ms(r.pid);
+	usleep(1000 * 1000);
+	long long used = cpu_ms(r.pid) - c0;
+	printf("hearth-vmm used %lld ms of CPU in 1 s with a closed peer and withheld buffers\n",
+	       used);
+	assert_true(used < 300);
+	assert_false(vmm_exited(&r));
+	stop_vmm(&r);
+	vmm_run_cleanup(&r);
+}
+
+/*
+ * Rx buffers that hold a header and no data: the host's bytes wait (they
+ * used to be taken for the host's EOF, and the guest was told the host shut
+ * the connection down, losing the data). Control packets still get through.
+ */
+static void vsock_header_only_rx_not_eof(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "vsocktiny");
+	char sock[300];
+	start_echo(&r, sock, sizeof(sock), "hearth.rx=tiny");
+	int fd = raw_connect_52(sock); /* the request and response fit header-only buffers */
+	assert_int_equal(write(fd, "\0\0\0\2hi", 6), 6);
+	/* The host never closed: the connection stays, nobody is told of a shutdown. */
+	assert_int_equal(peer_closed_within(fd, 1000), 0);
+	char *con = slurp(r.console, NULL);
+	if (strstr(con, "host shut the connection down"))
+		fail_msg("the guest was told the host shut down:\n%s", con);
+	free(con);
+	close(fd);
+	stop_vmm(&r);
+	vmm_run_cleanup(&r);
+}
+
+/*
+ * Clients that connect and never send their CONNECT line used to hold every
+ * pending slot for good. Past the half-open limit they make room.
+ */
+static void vsock_idle_clients_time_out(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "vsockidle");
+	char sock[300];
+	start_echo(&r, sock, sizeof(sock), NULL);
+	int idle[12];
+	for (int i = 0; i < 12; i++)
+		idle[i] = raw_connect(sock);
+	/* All slots are taken: a real client is turned away now... */
+	struct agent_conn *c = NULL;
+	assert_int_not_equal(agent_connect_hybrid_vsock(sock, 52, 1000, &c), AGENT_OK);
+	/* ...and served once the idle ones are past the limit. */
+	sleep(4);
+	echo_session(sock, "after-idle", 1);
+	/* The oldest idle clients were closed to make room. */
+	assert_int_equal(peer_closed_within(idle[0], 1000), 1);
+	for (int i = 0; i < 12; i++)
+		close(idle[i]);
+	stop_vmm(&r);
+	vmm_run_cleanup(&r);
+}
+
+/*
+ * A guest that never answers host connection requests used to keep each
+ * request's slot until a device reset; past the limit, a new request takes
+ * the oldest one's slot (that client sees EOF: refused).
+ */
+static void vsock_unanswered_requests_reclaimed(void **s)
+{
+	(void)s;
+	struct vmm_run r;
+	vmm_run_init(&r, "vsockmute");
+	char sock[300];
+	start_echo(&r, sock, sizeof(sock), "hearth.mute=1");
+	enum { N = 32 }; /* VSOCK_MAX_CONNS */
+	int fd[N + 1];
+	for (int i = 0; i < N; i++) {
+		fd[i] = raw_connect(sock);
+		assert_int_equal(write(fd[i], "CONNECT 52\n", 11), 11);
+		usleep(20 * 1000); /* in order, so fd[0] is the oldest */
+	}
+	assert_true(wait_for_text(r.console, "mute: request ignored\n", T_MS));
+	/* One more at once: no slot. */
+	fd[N] = raw_connect(sock);
+	assert_int_equal(write(fd[N], "CONNECT 52\n", 11), 11);
+	assert_int_equal(peer_closed_within(fd[N], 2000), 1);
+	close(fd[N]);
+	/* Past the limit: the next request takes the oldest slot. */
+	sleep(4);
+	fd[N] = raw_connect(sock);
+	assert_int_equal(write(fd[N], "CONNECT 52\n", 11), 11);
+	assert_int_equal(peer_closed_within(fd[0], 2000), 1);
+	assert_int_equal(peer_closed_within(fd[N], 500), 0); /* waiting for the guest, not refused */
+	char *err = slurp(r.errlog, NULL);
+	assert_contains(err, "unanswered for over");
+	free(err);
+	for (int i = 0; i <= N; i++)
+		close(fd[i]);
+	stop_vmm(&r);
+	vmm_run_cleanup(&r);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -195,6 +393,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(hostile_oversize_len, vmm_teardown),
 		cmocka_unit_test_teardown(hostile_huge_desc, vmm_teardown),
 		cmocka_unit_test_teardown(hostile_avail_ring, vmm_teardown),
+		cmocka_unit_test_teardown(vsock_withheld_rx_no_spin, vmm_teardown),
+		cmocka_unit_test_teardown(vsock_header_only_rx_not_eof, vmm_teardown),
+		cmocka_unit_test_teardown(vsock_idle_clients_time_out, vmm_teardown),
+		cmocka_unit_test_teardown(vsock_unanswered_requests_reclaimed, vmm_teardown),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);

@@ -1,4 +1,5 @@
 #include "boot.h"
+#include "fileref.h"
 
 #include <elf.h>
 #include <err.h>
@@ -67,7 +68,7 @@ static int fail(char *eb, size_t el, const char *fmt, ...)
 
 static uint8_t *read_file(const char *path, size_t *len, char *eb, size_t el)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = fref_open(path, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0) {
 		fail(eb, el, "cannot open %s: %s", path, strerror(errno));
 		return NULL;

@@ -10,12 +10,14 @@ struct vq_mem vs_tx_mem;
 static uint8_t rx_bufs[RX_BUFS][VS_BUF] __attribute__((aligned(4096)));
 uint8_t vs_tx_bufs[TX_BUFS][VS_BUF] __attribute__((aligned(4096)));
 static uint32_t ev_buf;
+uint32_t vs_rx_len = VS_BUF;
+int vs_rx_hold;
 
 static void post_rx(struct vsock_drv *d, uint32_t i)
 {
 	struct vring_desc *ds = &d->rx.m->desc[i];
 	ds->addr = (uint64_t)(uintptr_t)rx_bufs[i];
-	ds->len = VS_BUF;
+	ds->len = vs_rx_len;
 	ds->flags = VRING_DESC_F_WRITE;
 	ds->next = 0;
 	vq_publish(&d->rx, (uint16_t)i);
@@ -105,6 +107,8 @@ const struct vsock_hdr *vs_recv(struct vsock_drv *d, uint32_t *id)
 
 void vs_rx_done(struct vsock_drv *d, uint32_t id)
 {
+	if (vs_rx_hold)
+		return;
 	post_rx(d, id);
 	vq_notify(&d->rx);
 }

@@ -28,6 +28,11 @@ struct vsock_hdr {
 #define VS_BUF 4096
 #define VS_MAX_DATA (VS_BUF - sizeof(struct vsock_hdr))
 
+/* Length of the rx buffers posted (default VS_BUF); set before vs_init. */
+extern uint32_t vs_rx_len;
+/* While set, consumed rx buffers are not posted again. */
+extern int vs_rx_hold;
+
 struct vsock_drv {
 	uint64_t base;
 	uint64_t cid;
