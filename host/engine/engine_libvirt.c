@@ -878,7 +878,8 @@ static int lv_destroy(struct hearth_vm *vm, char *err, size_t errlen)
 	}
 	if (rc == 0)
 		lv_remove_log(vm->engine, vm->name);
-	if (lv_jail_release(vm, rc == 0, err, errlen) < 0 && rc == 0)
+	/* The first failure's message stays in err. */
+	if (lv_jail_release(vm, rc == 0, rc == 0 ? err : NULL, errlen) < 0 && rc == 0)
 		rc = -EIO;
 	lv_vm_free(lv);
 	vm->priv = NULL;
