@@ -74,9 +74,13 @@ static void usage(FILE *f)
 		"  --vmm-pool N           builtin engine: pre-started hearth-vmm processes kept idle\n"
 		"                         per VM shape with a snapshot; a clone restores in one in\n"
 		"                         well under a millisecond (default 2; 0: spawn each)\n"
-		"  --jail on|off          builtin engine: jail every hearth-vmm (own uid, namespaces,\n"
-		"                         empty root, cgroup, no capability; default on as root)\n"
-		"  --jail-uid-base N      first of the 65536 uids jailed VMMs get (2000000000)\n"
+		"  --jail on|off          jail every VM's host process (default on as root). builtin:\n"
+		"                         hearth-vmm gets its own uid, namespaces, empty root, cgroup,\n"
+		"                         no capability. libvirt: QEMU gets its own uid, reads only its\n"
+		"                         VM's files (POSIX ACLs), a cgroup memory limit, and keeps\n"
+		"                         its seccomp sandbox (off, with a warning, where libvirtd has\n"
+		"                         no DAC driver or the run dir no ACLs)\n"
+		"  --jail-uid-base N      first of the 65536 uids jailed VMMs and QEMUs get (2000000000)\n"
 		"  --max-vms N            VMs on this host at most (default 64)\n"
 		"  --host-memory-mb N     guest memory of all VMs at most (default: RAM - 1 GiB)\n"
 		"  --vcpu-overcommit R    vCPUs of all VMs at most R x host CPUs (default 16)\n"
@@ -448,6 +452,7 @@ int main(int argc, char **argv)
 	if (strcmp(engine, "process") != 0 && strcmp(engine, "builtin") != 0) {
 		struct hearth_engine_config ec = {
 			.kind = HEARTH_ENGINE_LIBVIRT, .run_dir = run_dir, .libvirt_uri = uri,
+			.jail = jail, .jail_uid_base = jail_uid_base,
 		};
 
 		if (hearth_engine_open(&ec, &eng.libvirt, err, sizeof(err))) {

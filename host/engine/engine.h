@@ -98,15 +98,27 @@ struct hearth_engine_config {
 	/* builtin engine: the hearth-vmm binary; NULL = "hearth-vmm" next to the caller. */
 	const char *vmm_bin;
 	/*
-	 * builtin engine: jail every hearth-vmm (host/vmm/jail.h), each with its
-	 * own uid from jail_uid_base on (0 = HEARTH_JAIL_UID_BASE). Needs root.
+	 * Jail every VM's host process, each under its own uid from jail_uid_base
+	 * on (0 = HEARTH_JAIL_UID_BASE; one allocator for both engines,
+	 * jail_uid.h). Needs root.
+	 *   builtin: hearth-vmm jails itself (host/vmm/jail.h).
+	 *   libvirt: QEMU runs as that uid (a static DAC seclabel), reads only its
+	 *            own VM's files (POSIX ACLs), and its domain's cgroup caps its
+	 *            memory (engine_libvirt.c). Where the local libvirtd has no
+	 *            DAC driver, or run_dir's file system has no ACLs, the engine
+	 *            says so in one line and runs QEMU as libvirtd's qemu.conf says.
 	 */
 	bool jail;
 	uint32_t jail_uid_base;
+	/* libvirt, jailed: QEMU's allowance above guest RAM in the domain's cgroup
+	 * memory limit, in MiB; 0 = HEARTH_LIBVIRT_OVERHEAD_TCG_MB or _KVM_MB. */
+	uint32_t mem_overhead_mb;
 };
 
 #define HEARTH_JAIL_UID_BASE 2000000000u
 #define HEARTH_JAIL_UIDS 65536u
+#define HEARTH_LIBVIRT_OVERHEAD_TCG_MB 256u
+#define HEARTH_LIBVIRT_OVERHEAD_KVM_MB 128u
 
 struct hearth_vm_spec {
 	const char *kernel;       /* bzImage (libvirt) or vmlinux (builtin); unused by process */
@@ -233,7 +245,7 @@ int hearth_vm_workset(struct hearth_vm *vm, const char *path, char *err, size_t 
 enum hearth_vm_end {
 	HEARTH_VM_LIVES = 0,
 	HEARTH_VM_ENDED,         /* exited or killed; buf says how */
-	HEARTH_VM_OUT_OF_MEMORY, /* killed by its cgroup's memory limit (jailed builtin VMs) */
+	HEARTH_VM_OUT_OF_MEMORY, /* killed by its cgroup's memory limit (jailed VMs) */
 };
 enum hearth_vm_end hearth_vm_exit_reason(struct hearth_vm *vm, int wait_ms, char *buf, size_t len);
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "engine_backend.h"
+#include "jail_uid.h"
 
 extern char **environ;
 
@@ -62,40 +63,16 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static pthread_mutex_t uid_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t uid_used[HEARTH_JAIL_UIDS / 8];
-static uint32_t uid_next;
-
+/* The allocator itself is shared with the libvirt engine (jail_uid.h). */
 uint32_t vmm_jail_uid_get(const struct vmm_jail *j)
 {
-	uint32_t uid = 0;
-
-	if (!j->on)
-		return 0;
-	pthread_mutex_lock(&uid_mu);
-	for (uint32_t k = 0; k < HEARTH_JAIL_UIDS; k++) {
-		uint32_t s = (uid_next + k) % HEARTH_JAIL_UIDS;
-
-		if (!(uid_used[s / 8] & (1u << (s % 8)))) {
-			uid_used[s / 8] |= (uint8_t)(1u << (s % 8));
-			uid_next = s + 1;
-			uid = j->uid_base + s;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&uid_mu);
-	return uid;
+	return j->on ? jail_uid_get(j->uid_base) : 0;
 }
 
 void vmm_jail_uid_put(const struct vmm_jail *j, uint32_t uid)
 {
-	if (!j->on || uid < j->uid_base || uid - j->uid_base >= HEARTH_JAIL_UIDS)
-		return;
-	uint32_t s = uid - j->uid_base;
-
-	pthread_mutex_lock(&uid_mu);
-	uid_used[s / 8] &= (uint8_t)~(1u << (s % 8));
-	pthread_mutex_unlock(&uid_mu);
+	if (j->on)
+		jail_uid_put(j->uid_base, uid);
 }
 
 void vmm_jail_argv(const struct vmm_jail *j, uint32_t uid, char **argv, int *i, char buf[16])

@@ -47,7 +47,7 @@ struct vmm_jail {
 	bool no_cgroup;
 	uint32_t uid_base;
 };
-/* A free uid (0 when the jail is off or every uid is taken). */
+/* A free uid from the shared allocator (jail_uid.h); 0 when the jail is off or every uid is taken. */
 uint32_t vmm_jail_uid_get(const struct vmm_jail *j);
 void vmm_jail_uid_put(const struct vmm_jail *j, uint32_t uid);
 /* Appends the jail's options for uid to argv at *i ("--jail-uid N" ...); buf holds the number. */

@@ -10,6 +10,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,10 +27,13 @@
 
 #include "agent_client.h"
 #include "engine.h"
+#include "file_acl.h"
 #include "image.h"
 #include "msg.h"
 
 #define PREFIX "hearth-e2e-"
+/* Jail uids of their own: other hearth processes on this host use the default base. */
+#define E2E_UID_BASE 2100000000u
 #define BOOT_TIMEOUT_MS 60000
 #define CALL_TIMEOUT_MS 30000
 
@@ -132,21 +137,30 @@ static void build_image(const char *name, const char *binary, const char *script
 	CHECK(hearth_image_build(&o, img, err, sizeof(err)) == 0, "image %s: %s", name, err);
 }
 
-static struct hearth_engine *open_libvirt(void)
+/* The libvirt engine as hearthd opens it: jailed when the tests run as root. */
+static struct hearth_engine *open_libvirt_cfg(struct hearth_engine_config *cfg)
 {
-	struct hearth_engine_config cfg = {
-		.kind = HEARTH_ENGINE_LIBVIRT,
-		.run_dir = E2E_RUN_DIR,
-		.name_prefix = PREFIX,
-	};
 	struct hearth_engine *e;
 	char err[512];
-	int rc = hearth_engine_open(&cfg, &e, err, sizeof(err));
+	int rc;
 
+	cfg->kind = HEARTH_ENGINE_LIBVIRT;
+	cfg->run_dir = cfg->run_dir ? cfg->run_dir : E2E_RUN_DIR;
+	cfg->name_prefix = cfg->name_prefix ? cfg->name_prefix : PREFIX;
+	cfg->jail_uid_base = E2E_UID_BASE;
+	rc = hearth_engine_open(cfg, &e, err, sizeof(err));
 	CHECK(rc == 0, "engine open: %s", err);
 	CHECK(hearth_engine_caps(e) & HEARTH_ENGINE_CAP_ISOLATED, "libvirt must isolate");
-	printf("engine %s, accelerator %s\n", hearth_engine_name(e), hearth_engine_accel(e));
+	printf("engine %s, accelerator %s, jail %s\n", hearth_engine_name(e),
+	       hearth_engine_accel(e), cfg->jail ? "asked" : "off");
 	return e;
+}
+
+static struct hearth_engine *open_libvirt(void)
+{
+	struct hearth_engine_config cfg = {.jail = geteuid() == 0};
+
+	return open_libvirt_cfg(&cfg);
 }
 
 static void configure(struct agent_conn *c, const struct hearth_manifest *m)
@@ -240,6 +254,9 @@ static void expect_ok_body(struct agent_conn *c, const char *id, const char *in,
 	      "%s: body '%.*s', want '%s'", id, (int)r.body_len, r.body ? (char *)r.body : "", want);
 	agent_result_free(&r);
 }
+
+static unsigned check_jailed(struct hearth_vm *vm, unsigned long long limit_mib);
+static void check_acl(const char *path, unsigned uid, int want);
 
 static const char echo_manifest[] =
 	"{\"handler\": \"fn_echo\", \"memory_mb\": 128, \"timeout_ms\": 5000}";
@@ -428,6 +445,8 @@ static void case_save_restore(void)
 	CHECK(hearth_vm_restore(vm, err, sizeof(err)) == 0, "restore: %s", err);
 	c = hello(vm, CALL_TIMEOUT_MS);
 	printf("restore to agent Hello took %.2f s\n", now_s() - t0);
+	if (geteuid() == 0) /* jailed: the same uid, its memory limit set again */
+		check_jailed(vm, 128 + HEARTH_LIBVIRT_OVERHEAD_TCG_MB);
 	CHECK(access(save, F_OK) < 0, "save file left after restore");
 	for (size_t i = 0; i < sizeof(seed); i++)
 		seed[i] = (unsigned char)(rand() & 0xff);
@@ -475,6 +494,14 @@ static void case_guest_crash(void)
 	CHECK(st.state == HEARTH_VM_STOPPED, "a guest without /init is still %s",
 	      hearth_vm_state_name(st.state));
 	printf("guest without /init stopped after %.2f s\n", now_s() - t0);
+	{
+		char why[256];
+		enum hearth_vm_end end = hearth_vm_exit_reason(vm, 0, why, sizeof(why));
+
+		/* Gone, and not for memory: only a cgroup OOM kill is reported as one. */
+		CHECK(end == HEARTH_VM_ENDED, "exit reason %d (%s) for a guest panic", (int)end, why);
+		printf("exit reason: %s\n", why);
+	}
 	rc = hearth_vm_connect(vm, 500, &c, err, sizeof(err));
 	CHECK(rc < 0, "connected to a stopped VM");
 	printf("connect to stopped VM -> %s\n", err);
@@ -524,6 +551,11 @@ static void case_reap(void)
 		CHECK(d && virDomainIsActive(d) == 1, "the orphan %s is not running", name);
 		virDomainFree(d);
 		CHECK(stat(dir, &sb) == 0, "orphan dir %s missing", dir);
+		/* Jailed: the child's first uid still has its ACL entries; the reap revokes them. */
+		if (geteuid() == 0) {
+			check_acl(img.path, E2E_UID_BASE, FILE_ACL_R);
+			check_acl(kernel_path, E2E_UID_BASE, FILE_ACL_R);
+		}
 
 		hearth_engine_close(open_libvirt()); /* reaps */
 
@@ -531,6 +563,9 @@ static void case_reap(void)
 		CHECK(!d, "orphan %s survived the reap", name);
 		virConnectClose(lv);
 	}
+	check_acl(img.path, E2E_UID_BASE, -ENOENT);
+	check_acl(kernel_path, E2E_UID_BASE, -ENOENT);
+	check_acl(E2E_RUN_DIR, E2E_UID_BASE, -ENOENT);
 	CHECK(stat(dir, &sb) < 0, "orphan dir %s survived the reap", dir);
 	printf("reaped orphan %s\n", name);
 	hearth_image_free(&img);
@@ -645,6 +680,323 @@ static void case_process_engine(void)
 	CHECK(rmdir(E2E_RUN_DIR "-proc") == 0, "run dir not empty: %s", strerror(errno));
 }
 
+/* ---- The libvirt jail (engine_libvirt.c): QEMU's uid, files, cgroup, sandbox ---- */
+
+/* The running domain's QEMU pid (libvirtd's pid file). */
+static pid_t qemu_pid(const char *name)
+{
+	char path[300];
+	int pid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/run/libvirt/qemu/%s.pid", name);
+	f = fopen(path, "r");
+	CHECK(f, "%s: %s", path, strerror(errno));
+	CHECK(fscanf(f, "%d", &pid) == 1 && pid > 0, "%s: no pid", path);
+	fclose(f);
+	return (pid_t)pid;
+}
+
+/* A process's real, effective, saved and fs uid (or gid, with "Gid:"); all must agree. */
+static unsigned proc_id(pid_t pid, const char *key)
+{
+	char path[64], line[256];
+	unsigned a = 1, b = 2, c = 3, d = 4;
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	CHECK(f, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key)))
+			found = sscanf(line + strlen(key), "%u %u %u %u", &a, &b, &c, &d) == 4;
+	fclose(f);
+	CHECK(found && a == b && b == c && c == d, "%s of %d: %u %u %u %u", key, (int)pid, a, b, c, d);
+	return a;
+}
+
+static bool proc_cmdline_has(pid_t pid, const char *want)
+{
+	char path[64], buf[16384];
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	f = fopen(path, "r");
+	CHECK(f, "%s", path);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	for (size_t i = 0; i < n; i++)
+		if (!buf[i])
+			buf[i] = ' ';
+	buf[n] = '\0';
+	return strstr(buf, want) != NULL;
+}
+
+/* The memory limit of the cgroup pid is in (v1 memory.limit_in_bytes or v2 memory.max). */
+static unsigned long long memcg_file(pid_t pid, const char *v1, const char *v2)
+{
+	char path[4400], line[4096], *cg = NULL;
+	unsigned long long v = 0;
+	bool is_v1 = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	f = fopen(path, "r");
+	CHECK(f, "%s", path);
+	while (fgets(line, sizeof(line), f)) {
+		char *c = strchr(line, ':'), *c2 = c ? strchr(c + 1, ':') : NULL;
+
+		if (!c2)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		if (!strncmp(c + 1, "memory:", 7)) {
+			cg = strdup(c2 + 1);
+			is_v1 = true;
+			break;
+		}
+		if (!strncmp(line, "0::", 3) && !cg)
+			cg = strdup(c2 + 1);
+	}
+	fclose(f);
+	CHECK(cg, "no memory cgroup for %d", (int)pid);
+	snprintf(path, sizeof(path), is_v1 ? "/sys/fs/cgroup/memory%s/%s" : "/sys/fs/cgroup%s/%s", cg,
+		 is_v1 ? v1 : v2);
+	free(cg);
+	f = fopen(path, "r");
+	CHECK(f, "%s: %s", path, strerror(errno));
+	CHECK(fscanf(f, "%llu", &v) == 1, "%s unreadable", path);
+	fclose(f);
+	return v;
+}
+
+/* errno of open(path) by a process with only uid (and gid) uid, 0 if it opened. */
+static int open_as(unsigned uid, const char *path)
+{
+	int st;
+	pid_t pid = fork();
+
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
+		    setresuid(uid, uid, uid) < 0)
+			_exit(255);
+		_exit(open(path, O_RDONLY) < 0 ? errno : 0);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) != 255,
+	      "open_as child failed");
+	return WEXITSTATUS(st);
+}
+
+static char *domain_xml(const char *name)
+{
+	virConnectPtr lv = virConnectOpen("qemu:///system");
+	virDomainPtr d = lv ? virDomainLookupByName(lv, name) : NULL;
+	char *xml = d ? virDomainGetXMLDesc(d, 0) : NULL;
+
+	CHECK(xml, "live XML of %s", name);
+	virDomainFree(d);
+	virConnectClose(lv);
+	return xml;
+}
+
+static void skip_unless_root(const char *what)
+{
+	if (geteuid() != 0) {
+		printf("SKIP %s: the jail needs root\n", what);
+		exit(77);
+	}
+}
+
+/* What a jailed VM must look like while it runs; returns QEMU's uid. */
+static unsigned check_jailed(struct hearth_vm *vm, unsigned long long limit_mib)
+{
+	const char *name = hearth_vm_name(vm);
+	pid_t pid = qemu_pid(name);
+	unsigned uid = proc_id(pid, "Uid:"), gid = proc_id(pid, "Gid:");
+	char want[200], *xml = domain_xml(name);
+	unsigned long long limit = memcg_file(pid, "memory.limit_in_bytes", "memory.max");
+
+	CHECK(uid != 0 && uid >= E2E_UID_BASE && uid < E2E_UID_BASE + HEARTH_JAIL_UIDS,
+	      "QEMU of %s runs as uid %u", name, uid);
+	CHECK(gid == uid, "QEMU of %s: gid %u, uid %u", name, gid, uid);
+	snprintf(want, sizeof(want), "<label>+%u:+%u</label>", uid, uid);
+	CHECK(strstr(xml, "<seclabel type='static' model='dac' relabel='no'>") && strstr(xml, want),
+	      "%s: no static DAC seclabel %s in\n%s", name, want, xml);
+	snprintf(want, sizeof(want), "<hard_limit unit='KiB'>%llu</hard_limit>", limit_mib * 1024);
+	CHECK(strstr(xml, "<memtune>") && strstr(xml, want), "%s: no %s in\n%s", name, want, xml);
+	free(xml);
+	CHECK(limit == limit_mib << 20, "%s: cgroup memory limit %llu, want %llu MiB", name, limit,
+	      limit_mib);
+	CHECK(proc_cmdline_has(pid, "-sandbox on,"), "QEMU of %s runs without -sandbox on", name);
+	printf("%s: QEMU pid %d uid %u gid %u, cgroup limit %llu MiB, seccomp sandbox on\n", name,
+	       (int)pid, uid, gid, limit >> 20);
+	return uid;
+}
+
+static void check_acl(const char *path, unsigned uid, int want)
+{
+	int got = file_acl_get(path, uid);
+
+	CHECK(got == want, "ACL of %s for uid %u: %d, want %d", path, uid, got, want);
+}
+
+/*
+ * Two jailed VMs: each QEMU runs as a uid of its own (not root, not the
+ * other's) with a static DAC label, the memory hard limit in its domain XML
+ * and cgroup, and QEMU's seccomp sandbox; each VM's files carry an ACL entry
+ * for its own uid only, and neither uid can read the other VM's image or
+ * directory. Destroy takes every entry back and leaves the modes as they were.
+ * First, the jail switched off: QEMU runs as libvirtd says (root here).
+ */
+static void case_jail(void)
+{
+	struct hearth_engine_config off = {.jail = false, .name_prefix = PREFIX "off-"};
+	struct hearth_engine *e;
+	struct hearth_image ia, ib;
+	struct hearth_vm_spec spec = {.kernel = kernel_path};
+	struct hearth_vm *va, *vb, *v0;
+	struct agent_conn *ca, *cb;
+	struct stat ka, kb, ia0, ia1, rd0, rd1;
+	char err[512], dira[4096], dirb[4096], p[4400], *xml;
+	unsigned ua, ub;
+	unsigned long long limit = 128 + HEARTH_LIBVIRT_OVERHEAD_TCG_MB, peak;
+
+	skip_unless_root("jail");
+	build_image("misbehave", FN_MISBEHAVE_BIN, NULL,
+		    "{\"handler\": \"fn_misbehave\", \"memory_mb\": 128, \"timeout_ms\": 20000}", &ia);
+	build_image("echo", FN_ECHO_BIN, NULL, echo_manifest, &ib);
+	/* Only the ACL lets a jailed QEMU read these. */
+	CHECK(chmod(ia.path, 0600) == 0 && chmod(ib.path, 0600) == 0, "chmod images");
+	CHECK(stat(kernel_path, &ka) == 0 && stat(ia.path, &ia0) == 0, "stat");
+
+	/* --jail off: no seclabel, QEMU as libvirtd's configured user, no ACL. */
+	e = open_libvirt_cfg(&off);
+	spec.initrd = ib.path;
+	CHECK(hearth_vm_create(e, &spec, &v0, err, sizeof(err)) == 0, "create unjailed: %s", err);
+	xml = domain_xml(hearth_vm_name(v0));
+	CHECK(!strstr(xml, "<seclabel type='static'") && !strstr(xml, "<hard_limit"),
+	      "unjailed domain has a jail:\n%s", xml);
+	free(xml);
+	printf("jail off: QEMU uid %u\n", proc_id(qemu_pid(hearth_vm_name(v0)), "Uid:"));
+	CHECK(file_acl_users(ib.path) == 0, "unjailed VM put an ACL on its image");
+	CHECK(hearth_vm_destroy(v0, err, sizeof(err)) == 0, "destroy: %s", err);
+	hearth_engine_close(e);
+
+	e = open_libvirt();
+	va = boot(e, &ia, &ca);
+	vb = boot(e, &ib, &cb);
+	expect_ok_body(ca, "a-1", "from a", "from a");
+	expect_ok_body(cb, "b-1", "from b", "from b");
+	ua = check_jailed(va, limit);
+	ub = check_jailed(vb, limit);
+	CHECK(ua != ub, "two domains share QEMU uid %u", ua);
+	snprintf(dira, sizeof(dira), "%s/%s", E2E_RUN_DIR, hearth_vm_name(va));
+	snprintf(dirb, sizeof(dirb), "%s/%s", E2E_RUN_DIR, hearth_vm_name(vb));
+
+	/* Each VM's files: its own uid's entry, never the other's. */
+	check_acl(dira, ua, FILE_ACL_R | FILE_ACL_X);
+	check_acl(dira, ub, -ENOENT);
+	check_acl(dirb, ub, FILE_ACL_R | FILE_ACL_X);
+	check_acl(dirb, ua, -ENOENT);
+	check_acl(ia.path, ua, FILE_ACL_R); /* dira/initrd is a link to it */
+	check_acl(ia.path, ub, -ENOENT);
+	check_acl(ib.path, ub, FILE_ACL_R);
+	check_acl(ib.path, ua, -ENOENT);
+	CHECK(file_acl_users(ia.path) == 1 && file_acl_users(ib.path) == 1, "extra ACL entries");
+	check_acl(kernel_path, ua, FILE_ACL_R); /* one kernel, shared */
+	check_acl(kernel_path, ub, FILE_ACL_R);
+	check_acl(E2E_RUN_DIR, ua, FILE_ACL_X); /* 0700: search only */
+	check_acl(E2E_RUN_DIR, ub, FILE_ACL_X);
+
+	/* Hostile: neither uid reaches the other VM's image or directory. */
+	snprintf(p, sizeof(p), "%s/initrd", dirb);
+	CHECK(open_as(ua, p) == EACCES, "uid %u opened %s", ua, p);
+	CHECK(open_as(ua, ib.path) == EACCES, "uid %u opened the other VM's image %s", ua, ib.path);
+	CHECK(open_as(ub, ia.path) == EACCES, "uid %u opened the other VM's image %s", ub, ia.path);
+	snprintf(p, sizeof(p), "%s/kernel", dira);
+	CHECK(open_as(ub, p) == EACCES, "uid %u opened %s", ub, p);
+	CHECK(open_as(ua, p) == 0, "uid %u cannot open its own %s", ua, p);
+	snprintf(p, sizeof(p), "%s/" "jail.acl", dira);
+	CHECK(open_as(ua, p) == EACCES, "uid %u opened its jail record %s", ua, p);
+	CHECK(open_as(ua, E2E_RUN_DIR) == EACCES, "uid %u can list %s", ua, E2E_RUN_DIR);
+	printf("uid %u cannot open VM b's image or directory; uid %u cannot open VM a's\n", ua, ub);
+
+	/* Room for the guest's RAM: 100 MiB written in a 128 MiB guest stays under the limit. */
+	expect_ok_body(ca, "a-touch", "touch 100", "touched 100");
+	peak = memcg_file(qemu_pid(hearth_vm_name(va)), "memory.max_usage_in_bytes", "memory.peak");
+	printf("VM a after writing 100 MiB: its cgroup's peak %llu MiB of %llu\n", peak >> 20, limit);
+
+	CHECK(stat(E2E_RUN_DIR, &rd0) == 0, "stat");
+	destroy(va, ca);
+	check_acl(ia.path, ua, -ENOENT);
+	CHECK(file_acl_users(ia.path) == 0, "ACL entries left on %s", ia.path);
+	CHECK(stat(ia.path, &ia1) == 0 && ia1.st_mode == ia0.st_mode, "mode of %s %o, was %o",
+	      ia.path, ia1.st_mode, ia0.st_mode);
+	check_acl(kernel_path, ua, -ENOENT);
+	check_acl(kernel_path, ub, FILE_ACL_R);
+	check_acl(E2E_RUN_DIR, ua, -ENOENT);
+	destroy(vb, cb);
+	check_acl(ib.path, ub, -ENOENT);
+	check_acl(kernel_path, ub, -ENOENT);
+	check_acl(E2E_RUN_DIR, ub, -ENOENT);
+	CHECK(stat(kernel_path, &kb) == 0 && kb.st_mode == ka.st_mode, "kernel mode %o, was %o",
+	      kb.st_mode, ka.st_mode);
+	CHECK(stat(E2E_RUN_DIR, &rd1) == 0 && (rd1.st_mode & 0777) == 0700, "run dir mode %o",
+	      rd1.st_mode);
+	printf("after destroy: no ACL entry of uid %u or %u left, modes unchanged\n", ua, ub);
+	hearth_image_free(&ia);
+	hearth_image_free(&ib);
+	hearth_engine_close(e);
+}
+
+/*
+ * A jailed VM whose QEMU outgrows its cgroup's hard limit is killed by the
+ * kernel, and the engine says it ran out of memory (as the builtin engine
+ * does for hearth-vmm). The limit is made small (16 MiB over guest RAM) and
+ * the guest writes 100 MiB.
+ */
+static void case_jail_oom(void)
+{
+	struct hearth_engine_config cfg = {.jail = true, .mem_overhead_mb = 16};
+	struct hearth_engine *e;
+	struct hearth_image img;
+	struct hearth_vm *vm;
+	struct agent_conn *c;
+	struct agent_result r;
+	char why[256], err[512];
+	enum hearth_vm_end end;
+	unsigned uid;
+	int rc;
+
+	skip_unless_root("jail_oom");
+	if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) < 0 &&
+	    access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) < 0) {
+		printf("SKIP jail_oom: no cgroup memory controller\n");
+		exit(77);
+	}
+	build_image("misbehave", FN_MISBEHAVE_BIN, NULL,
+		    "{\"handler\": \"fn_misbehave\", \"memory_mb\": 128, \"timeout_ms\": 20000}", &img);
+	e = open_libvirt_cfg(&cfg);
+	vm = boot(e, &img, &c);
+	uid = check_jailed(vm, 128 + 16);
+	expect_ok_body(c, "small", "touch 1", "touched 1");
+	rc = agent_invoke(c, "big", "touch 100", 9, 0, CALL_TIMEOUT_MS, &r);
+	CHECK(rc != 0, "a 100 MiB write in a 144 MiB cgroup went through: %s",
+	      r.body ? (char *)r.body : "");
+	end = hearth_vm_exit_reason(vm, 10000, why, sizeof(why));
+	CHECK(end == HEARTH_VM_OUT_OF_MEMORY, "exit reason %d: %s", (int)end, why);
+	printf("killed: %s\n", why);
+	agent_close(c);
+	cur_vm = NULL;
+	CHECK(hearth_vm_destroy(vm, err, sizeof(err)) == 0, "destroy: %s", err);
+	check_acl(img.path, uid, -ENOENT);
+	check_acl(kernel_path, uid, -ENOENT);
+	hearth_image_free(&img);
+	hearth_engine_close(e);
+}
+
 /* 5. After the other tests: no hearth-e2e-* domain, socket or file anywhere. */
 static void case_cleanup(void)
 {
@@ -711,6 +1063,8 @@ static const struct {
 	{"save_restore", case_save_restore, true},
 	{"guest_crash", case_guest_crash, true},
 	{"reap", case_reap, true},
+	{"jail", case_jail, true},
+	{"jail_oom", case_jail_oom, true},
 	{"process_engine", case_process_engine, false},
 	{"cleanup", case_cleanup, false},
 };
