@@ -39,6 +39,19 @@ const char *guest_path(const char *name)
 
 #define MAX_LIVE 16
 static struct vmm_run *live[MAX_LIVE];
+/*
+ * A copy of each live run, by value: a test that fails jumps out of its frame,
+ * so by teardown its struct vmm_run (often a local) is gone; the copy keeps
+ * the pid and the paths the diagnosis needs.
+ */
+static struct vmm_run copy[MAX_LIVE];
+
+static void sync_copy(const struct vmm_run *r)
+{
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (live[i] == r)
+			copy[i] = *r;
+}
 
 /* Prints the last max bytes of a file, for a failed test's diagnosis. */
 static void dump_tail(const char *what, const char *path, long max)
@@ -69,11 +82,13 @@ int vmm_teardown(void **state)
 	(void)state;
 	for (int i = 0; i < MAX_LIVE; i++)
 		if (live[i]) {
-			if (live[i]->pid > 0) {
-				dump_tail("console", live[i]->console, 3000);
-				dump_tail("hearth-vmm stderr", live[i]->errlog, 3000);
+			struct vmm_run c = copy[i];
+			live[i] = NULL;
+			if (c.pid > 0) {
+				dump_tail("console", c.console, 3000);
+				dump_tail("hearth-vmm stderr", c.errlog, 3000);
 			}
-			vmm_run_cleanup(live[i]);
+			vmm_run_cleanup(&c);
 		}
 	return 0;
 }
@@ -95,6 +110,7 @@ void vmm_run_init(struct vmm_run *r, const char *tag)
 	}
 	snprintf(r->console, sizeof(r->console), "%s/console", r->dir);
 	snprintf(r->errlog, sizeof(r->errlog), "%s/stderr", r->dir);
+	sync_copy(r);
 }
 
 int vmm_spawn(struct vmm_run *r, const char *const *argv)
@@ -120,6 +136,7 @@ int vmm_spawn(struct vmm_run *r, const char *const *argv)
 		_exit(127);
 	}
 	r->pid = pid;
+	sync_copy(r);
 	return 0;
 }
 
@@ -132,12 +149,14 @@ int vmm_wait(struct vmm_run *r, int timeout_ms)
 		if (p == r->pid) {
 			r->pid = -1;
 			r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			sync_copy(r);
 			return r->status;
 		}
 		if (now_us() > deadline) {
 			kill(r->pid, SIGKILL);
 			waitpid(r->pid, &st, 0);
 			r->pid = -1;
+			sync_copy(r);
 			fprintf(stderr, "hearth-vmm timed out after %d ms (killed)\n", timeout_ms);
 			r->status = -1;
 			return -1;
@@ -155,6 +174,7 @@ bool vmm_exited(struct vmm_run *r)
 		return false;
 	r->pid = -1;
 	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	sync_copy(r);
 	return true;
 }
 
