@@ -30,6 +30,7 @@
 #include "awskeys.h"
 #include "auth.h"
 #include "image.h"
+#include "imagegc.h"
 #include "lambda_api.h"
 #include "log.h"
 #include "metrics.h"
@@ -575,9 +576,13 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	opts.agent = a->cfg.agent_bin;
 	opts.busybox = a->cfg.busybox;
 	opts.out_dir = a->images_dir;
+	/* From the image file's creation until its version exists: no image GC here. */
+	imagegc_deploy_begin(a->cfg.imagegc);
 	rc = hearth_image_build(&opts, &img, err, sizeof(err));
-	if (rc)
+	if (rc) {
+		imagegc_deploy_end(a->cfg.imagegc);
 		return send_error(c, 400, "InvalidPackage", "%s", err);
+	}
 	if (mem >= 0)
 		img.manifest.memory_mb = (uint32_t)mem;
 	if (tmo >= 0)
@@ -652,6 +657,8 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		       NULL);
 	fn_version_free(&v);
 out:
+	/* A refused deploy's image stays until the next sweep finds no version using it. */
+	imagegc_deploy_end(a->cfg.imagegc);
 	hearth_image_free(&img);
 	return rc;
 }
@@ -758,6 +765,7 @@ static enum MHD_Result h_function(struct req *r, const struct principal *who, co
 			return send_error(c, 404, "FunctionNotFound", "function %s not found", name);
 		sched_drop_versions(a->sched, ids, n);
 		free(ids);
+		imagegc_kick(a->cfg.imagegc); /* its images, unless other versions use them */
 		return send_json(c, 200, json_pack("{s:s,s:b}", "name", name, "deleted", 1), NULL);
 	}
 	if (sub && strcmp(sub, "invoke") == 0 && strcmp(method, "POST") == 0)
@@ -916,6 +924,7 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 		/* Its VMs go too: nothing of it may serve anyone again. */
 		sched_drop_versions(a->sched, ids, nids);
 		free(ids);
+		imagegc_kick(a->cfg.imagegc);
 		quota_invalidate(a->cfg.quota, tid);
 		hlog_info("api", "deleted tenant %s and everything it owned", tname);
 		return send_json(c, 200, json_pack("{s:s,s:b}", "name", tname, "deleted", 1), NULL);

@@ -53,6 +53,7 @@ struct api_config {
 	int64_t async_backoff_ms;    /* first retry delay; doubles; default 1000 */
 	int64_t async_max_age_ms;    /* default 6 hours */
 	struct quota *quota;         /* admission control and metering */
+	struct imagegc *imagegc;     /* image GC (imagegc.h); NULL = none */
 	int host_capacity;           /* VM slots on this host (max_vms) */
 	int unreserved_floor;        /* slots that reservations may not take */
 	const char *ui_dir;          /* the web console's files (ui.h); NULL = no console */
@@ -68,6 +69,7 @@ struct api_config {
 
 struct api;
 struct async;
+struct imagegc;
 
 int api_start(const struct api_config *cfg, struct store *store, struct sched *sched,
 	      struct async *async, struct api **out);

@@ -53,6 +53,7 @@ static const struct {
 	{ "max-connections-per-ip", K_INT, 1, 10000000 },
 	{ "unix-max-connections", K_INT, 1, 10000000 },
 	{ "header-timeout", K_INT, 1, 10000000 },
+	{ "image-gc-interval", K_INT, 1, 31536000 },
 	{ "ui-dir", K_UIDIR, 0, 0 },
 	{ "region", K_STRING, 0, 0 },
 	{ "aws-region", K_STRING, 0, 0 },

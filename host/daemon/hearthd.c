@@ -22,6 +22,7 @@
 #include "auth.h"
 #include "config.h"
 #include "engine.h"
+#include "imagegc.h"
 #include "log.h"
 #include "quota.h"
 #include "scheduler.h"
@@ -97,6 +98,8 @@ static void usage(FILE *f)
 		"  --unix-max-connections N    Unix socket API connections (default 1024)\n"
 		"  --header-timeout S     a request header must be complete within S seconds of\n"
 		"                         connecting or of the previous response (default 10)\n"
+		"  --image-gc-interval S  sweep for images no version uses every S seconds (default\n"
+		"                         600; also at start and after every deletion)\n"
 		"  --ui-dir DIR           the web console's files, served at /ui/ (default %s;\n"
 		"                         'none' = no console)\n"
 		"  --aws-region R         the same as --region\n"
@@ -254,6 +257,7 @@ int main(int argc, char **argv)
 		{ "max-connections-per-ip", required_argument, NULL, 'I' },
 		{ "unix-max-connections", required_argument, NULL, 'X' },
 		{ "header-timeout", required_argument, NULL, 'T' },
+		{ "image-gc-interval", required_argument, NULL, 'i' },
 		{ "ui-dir", required_argument, NULL, 'W' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "aws-region", required_argument, NULL, 'G' },
@@ -280,6 +284,8 @@ int main(int argc, char **argv)
 	struct async *async = NULL;
 	struct api *api = NULL;
 	struct quota *quota = NULL;
+	struct imagegc *imagegc = NULL;
+	int gc_interval = IMAGEGC_DEFAULT_INTERVAL_S;
 	char host[256] = "", path[PATH_MAX], err[512];
 	int port = 0, c, sig;
 	sigset_t set;
@@ -353,6 +359,7 @@ int main(int argc, char **argv)
 		case 'I': apicfg.max_conns_per_ip = positive_arg("--max-connections-per-ip", optarg); break;
 		case 'X': apicfg.unix_max_conns = positive_arg("--unix-max-connections", optarg); break;
 		case 'T': apicfg.header_timeout_s = positive_arg("--header-timeout", optarg); break;
+		case 'i': gc_interval = positive_arg("--image-gc-interval", optarg); break;
 		case 'W': ui_dir = strcmp(optarg, "none") ? optarg : NULL; break;
 		case 'v': hlog_set_verbose(true); break;
 		case 'h': usage(stdout); return 0;
@@ -510,11 +517,14 @@ int main(int argc, char **argv)
 		return 1;
 	if (quota_create(store, &quota))
 		return 1;
+	if (imagegc_start(store, gc_interval, &imagegc))
+		return 1;
 	acfg.quota = quota;
 	sched_set_usage_hook(sched, usage_hook, quota);
 	if (async_start(&acfg, store, sched, &async))
 		return 1;
 	apicfg.quota = quota;
+	apicfg.imagegc = imagegc;
 	apicfg.listen_host = host[0] ? host : NULL;
 	apicfg.port = port;
 	apicfg.unix_path = sock;
@@ -547,6 +557,7 @@ int main(int argc, char **argv)
 		hearth_engine_close(eng.process);
 	if (eng.builtin)
 		hearth_engine_close(eng.builtin);
+	imagegc_stop(imagegc);
 	quota_destroy(quota);
 	store_close(store);
 	free(kernel);

@@ -28,6 +28,7 @@ static atomic_llong concurrent, vms;
 static atomic_llong pool_idle, pool_starting;
 static atomic_ullong pool_hits, pool_misses, pool_discarded;
 static atomic_ullong async_counts[4];
+static atomic_ullong gc_runs, gc_removed_shared, gc_removed_local, gc_kept, gc_bytes;
 /* The last name stands for any other reason. */
 static const char *const reasons[] = { "RateLimitExceeded", "TenantConcurrencyLimitExceeded",
 				       "ReservedConcurrencyLimitExceeded", "MemoryQuotaExceeded",
@@ -115,6 +116,15 @@ void metrics_async(const char *what)
 			atomic_fetch_add(&async_counts[i], 1);
 }
 
+void metrics_image_gc(int removed_shared, int removed_local, int kept_for_deploy, uint64_t bytes)
+{
+	atomic_fetch_add(&gc_runs, 1);
+	atomic_fetch_add(&gc_removed_shared, (unsigned long long)removed_shared);
+	atomic_fetch_add(&gc_removed_local, (unsigned long long)removed_local);
+	atomic_fetch_add(&gc_kept, (unsigned long long)kept_for_deploy);
+	atomic_fetch_add(&gc_bytes, bytes);
+}
+
 static void put_hist(FILE *f, const char *name, const char *help, struct histogram *h)
 {
 	fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
@@ -199,6 +209,23 @@ char *metrics_render(size_t *len)
 	for (size_t i = 0; i < 4; i++)
 		fprintf(f, "hearth_async_events_total{outcome=\"%s\"} %llu\n", an[i],
 			(unsigned long long)atomic_load(&async_counts[i]));
+	fprintf(f, "# HELP hearth_image_gc_runs_total Image garbage collection sweeps on this host.\n"
+		   "# TYPE hearth_image_gc_runs_total counter\nhearth_image_gc_runs_total %llu\n"
+		   "# HELP hearth_images_removed_total Images no version used any more, removed by "
+		   "this host: from the fleet's shared store, or files from its image directory.\n"
+		   "# TYPE hearth_images_removed_total counter\n"
+		   "hearth_images_removed_total{from=\"shared\"} %llu\n"
+		   "hearth_images_removed_total{from=\"local\"} %llu\n"
+		   "# HELP hearth_image_gc_kept_for_deploy_total Unused images a deploy on another "
+		   "host used again while they were being removed (kept).\n"
+		   "# TYPE hearth_image_gc_kept_for_deploy_total counter\n"
+		   "hearth_image_gc_kept_for_deploy_total %llu\n"
+		   "# HELP hearth_image_gc_bytes_total Bytes freed by image garbage collection.\n"
+		   "# TYPE hearth_image_gc_bytes_total counter\nhearth_image_gc_bytes_total %llu\n",
+		(unsigned long long)atomic_load(&gc_runs),
+		(unsigned long long)atomic_load(&gc_removed_shared),
+		(unsigned long long)atomic_load(&gc_removed_local),
+		(unsigned long long)atomic_load(&gc_kept), (unsigned long long)atomic_load(&gc_bytes));
 	put_hist(f, "hearth_invocation_duration_seconds", "Handler run time of invocations.",
 		 &duration);
 	put_hist(f, "hearth_init_duration_seconds", "Init step time of cold starts.", &init_duration);

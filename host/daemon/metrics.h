@@ -32,6 +32,8 @@ void metrics_clone_failed(void);
 /* The builtin engine's pool of pre-started hearth-vmm processes (engine.h). */
 void metrics_vmm_pool(int idle, int starting, uint64_t hits, uint64_t misses, uint64_t discarded);
 void metrics_async(const char *what); /* "queued", "retried", "dead", "succeeded" */
+/* One image GC sweep (imagegc.h): what it removed, kept for a deploy, and freed. */
+void metrics_image_gc(int removed_shared, int removed_local, int kept_for_deploy, uint64_t bytes);
 
 /* Renders the exposition text into a malloc'ed buffer. */
 char *metrics_render(size_t *len);

@@ -12,11 +12,19 @@
 
 #include "scheduler.h"
 
+/* This host's lease of one pool of a tenant's slots (store_slots_lease()). */
+struct lease {
+	int64_t held;
+	int64_t retry_us;  /* refused: not asked again before this */
+	int64_t used_us;   /* the last admission under it */
+};
+
 struct fstate {
 	int64_t function_id;
 	int64_t reserved;
 	int64_t running;
 	int64_t running_unreserved;  /* of running, admitted from the shared pool */
+	struct lease pool;           /* of the function's reserved pool (fleet-wide cap) */
 };
 
 /* Token bucket in milli-tokens, so refill needs no floating point. */
@@ -37,9 +45,8 @@ struct tstate {
 	/* this host's share of the rate limit: rate and burst over the live hosts, rounded up */
 	int64_t rate, burst;
 	int shared_by;
-	/* fleet-wide concurrency: the slots this host leased of max_concurrency (store.h) */
-	int64_t leased;
-	int64_t lease_retry_us;  /* a lease refused: not asked again before this */
+	/* fleet-wide concurrency: this host's lease of the tenant's unreserved pool */
+	struct lease pool;
 	int64_t last_admit_us;
 	struct tstate *next;
 };
@@ -217,30 +224,43 @@ static void refresh(struct quota *q, struct tstate *t, int64_t now_us)
 	}
 }
 
-/*
- * Room for one more invocation under this host's lease of the tenant's
- * slots, leasing a block more when the lease is full (a store round trip,
- * once per block, not per invocation). Called with q->mu held.
- */
-static bool lease_room(struct quota *q, struct tstate *t, int64_t now)
+/* Leases revoked by the store (this host was taken for dead): void them all. Caller holds q->mu. */
+static void check_epoch(struct quota *q)
 {
-	int64_t limit = t->lim.max_concurrency, block = limit / 8 > 0 ? limit / 8 : 1, held;
 	int64_t epoch = store_lease_epoch(q->store);
 
-	if (epoch != q->lease_epoch) { /* revoked (see the sweeper) */
-		for (struct tstate *x = q->tenants; x; x = x->next)
-			x->leased = 0;
-		q->lease_epoch = epoch;
+	if (epoch == q->lease_epoch)
+		return;
+	for (struct tstate *t = q->tenants; t; t = t->next) {
+		t->pool.held = 0;
+		for (size_t i = 0; i < t->nfns; i++)
+			t->fns[i].pool.held = 0;
 	}
-	if (t->running < t->leased)
+	q->lease_epoch = epoch;
+}
+
+/*
+ * Room for one more invocation in a pool of the tenant's slots (function_id
+ * 0: the unreserved pool; else that function's reserved pool) under this
+ * host's lease of it, leasing a block more when the lease is full (a store
+ * round trip, once per block, not per invocation). running: this host's
+ * invocations admitted from the pool. Called with q->mu held.
+ */
+static bool lease_room(struct quota *q, struct tstate *t, int64_t function_id, struct lease *l,
+		       int64_t limit, int64_t running, int64_t now)
+{
+	int64_t block = limit / 8 > 0 ? limit / 8 : 1, held;
+
+	check_epoch(q);
+	if (running < l->held)
 		return true;
-	if (now < t->lease_retry_us)
+	if (now < l->retry_us)
 		return false;
-	if (store_slots_lease(q->store, t->tenant, limit, t->running + block, &held) == 0)
-		t->leased = held;
-	if (t->running < t->leased)
+	if (store_slots_lease(q->store, t->tenant, function_id, limit, running + block, &held) == 0)
+		l->held = held;
+	if (running < l->held)
 		return true;
-	t->lease_retry_us = now + LEASE_RETRY_US;
+	l->retry_us = now + LEASE_RETRY_US;
 	return false;
 }
 
@@ -290,8 +310,20 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_
 	} else if (t->lim.max_memory_mb > 0 && t->memory_mb + memory_mb > t->lim.max_memory_mb) {
 		*retry_after_s = 1;
 		r = QUOTA_MEMORY;
-	} else if (t->lim.max_concurrency > 0 && !lease_room(q, t, now)) {
-		/* The tenant's slots are leased by other hosts of the fleet. */
+	} else if (t->lim.max_concurrency > 0 && t->running >= t->lim.max_concurrency) {
+		/* This host alone is at the limit (a reservation set while others ran). */
+		*retry_after_s = 1;
+		r = QUOTA_CONCURRENCY;
+	} else if (f->reserved > 0 &&
+		   !lease_room(q, t, f->function_id, &f->pool, f->reserved,
+			       f->running - f->running_unreserved, now)) {
+		/* The function's reserved slots are leased by other hosts of the fleet. */
+		*retry_after_s = 1;
+		r = QUOTA_RESERVED;
+	} else if (f->reserved == 0 && t->lim.max_concurrency > 0 &&
+		   !lease_room(q, t, 0, &t->pool, t->lim.max_concurrency - t->reserved_total,
+			       t->running_unreserved, now)) {
+		/* The tenant's unreserved slots are leased by other hosts of the fleet. */
 		*retry_after_s = 1;
 		r = QUOTA_CONCURRENCY;
 	} else {
@@ -303,6 +335,9 @@ enum quota_reason quota_admit(struct quota *q, int64_t tenant, int64_t function_
 		if (f->reserved == 0) {
 			f->running_unreserved++;
 			t->running_unreserved++;
+			t->pool.used_us = now;
+		} else {
+			f->pool.used_us = now;
 		}
 		t->memory_mb += memory_mb;
 	}
@@ -384,17 +419,60 @@ void quota_invalidate(struct quota *q, int64_t tenant)
 	pthread_mutex_unlock(&q->mu);
 }
 
+/* The stored reservations differ from the ones loaded (changed on another host). Caller holds q->mu. */
+static bool reservations_differ(const struct tstate *t, const int64_t *ids, const int64_t *res,
+				size_t n)
+{
+	size_t have = 0, found;
+
+	for (size_t i = 0; i < t->nfns; i++)
+		have += t->fns[i].reserved > 0;
+	if (have != n)
+		return true;
+	for (size_t i = 0; i < n; i++) {
+		for (found = 0; found < t->nfns && t->fns[found].function_id != ids[i]; found++)
+			;
+		if (found == t->nfns || t->fns[found].reserved != res[i])
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Gives back the spare part of a lease unused for LEASE_IDLE_US; at a
+ * refresh, asks again for the lease held, which the store cuts to what the
+ * pool leaves if its size shrank (a limit or a reservation lowered): so the
+ * fleet gets back within the new size as running invocations drain, even on
+ * a host that is never idle. Called with q->mu held.
+ */
+static void keep_lease(struct quota *q, struct tstate *t, int64_t function_id, struct lease *l,
+		       int64_t limit, int64_t running, int64_t now, bool refresh)
+{
+	int64_t want, held;
+
+	if (l->held > running && now - l->used_us > LEASE_IDLE_US)
+		want = running;
+	else if (refresh && l->held > 0)
+		want = l->held;
+	else
+		return;
+	if (store_slots_lease(q->store, t->tenant, function_id, limit, want, &held) == 0)
+		l->held = held;
+}
+
 /* One sweep of one tenant, outside q->mu for the store's reads. */
 static void sweep_tenant(struct quota *q, int64_t tenant, bool refresh_now)
 {
 	struct tenant_limits lim;
 	struct tstate *t;
-	int64_t now = mono_us(), start = 0, next = 0, held;
+	int64_t now = mono_us(), start = 0, next = 0, *ids = NULL, *res = NULL;
 	uint64_t used = 0;
-	bool have_lim = false, have_used = false;
+	size_t nres = 0;
+	bool have_lim = false, have_used = false, have_res = false;
 
 	if (refresh_now) {
 		have_lim = store_limits_get(q->store, tenant, &lim) == 0;
+		have_res = store_reservations(q->store, tenant, &ids, &res, &nres) == 0;
 		month_of(wall_us(), &start, &next);
 		used = store_usage_since(q->store, tenant, start);
 		have_used = true;
@@ -403,7 +481,8 @@ static void sweep_tenant(struct quota *q, int64_t tenant, bool refresh_now)
 	t = get(q, tenant);
 	if (t && t->loaded) {
 		/* Changed on another host: reload at the next admission (as quota_invalidate). */
-		if (have_lim && memcmp(&lim, &t->lim, sizeof(lim)) != 0) {
+		if ((have_lim && memcmp(&lim, &t->lim, sizeof(lim)) != 0) ||
+		    (have_res && reservations_differ(t, ids, res, nres))) {
 			t->loaded = false;
 			t->month = 0;
 		}
@@ -411,10 +490,30 @@ static void sweep_tenant(struct quota *q, int64_t tenant, bool refresh_now)
 		if (have_used && t->month == month_of(wall_us(), NULL, NULL) && used > t->month_mb_ms)
 			t->month_mb_ms = used;
 	}
-	if (t && t->leased > t->running && now - t->last_admit_us > LEASE_IDLE_US &&
-	    store_slots_lease(q->store, tenant, t->lim.max_concurrency, t->running, &held) == 0)
-		t->leased = held;
+	if (t) {
+		keep_lease(q, t, 0, &t->pool, t->lim.max_concurrency - t->reserved_total,
+			   t->running_unreserved, now, refresh_now);
+		for (size_t i = 0; i < t->nfns; i++) {
+			struct fstate *f = &t->fns[i];
+
+			keep_lease(q, t, f->function_id, &f->pool, f->reserved,
+				   f->running - f->running_unreserved, now, refresh_now);
+		}
+	}
 	pthread_mutex_unlock(&q->mu);
+	free(ids);
+	free(res);
+}
+
+/* Holds a lease of any of its pools. Called with q->mu held. */
+static bool holds_lease(const struct tstate *t)
+{
+	if (t->pool.held > 0)
+		return true;
+	for (size_t i = 0; i < t->nfns; i++)
+		if (t->fns[i].pool.held > 0)
+			return true;
+	return false;
 }
 
 static void *sweeper(void *arg)
@@ -437,14 +536,7 @@ static void *sweeper(void *arg)
 		if (q->stopping)
 			break;
 		now = mono_us();
-		/* Leases revoked by the store (this host was taken for dead): void them all. */
-		int64_t epoch = store_lease_epoch(q->store);
-
-		if (epoch != q->lease_epoch) {
-			for (struct tstate *t = q->tenants; t; t = t->next)
-				t->leased = 0;
-			q->lease_epoch = epoch;
-		}
+		check_epoch(q);
 		refresh = now - last_refresh >= REFRESH_US;
 		if (refresh) {
 			int hosts = 1;
@@ -459,7 +551,7 @@ static void *sweeper(void *arg)
 		}
 		/* Tenants active in the last minute, or holding a lease. */
 		for (struct tstate *t = q->tenants; t; t = t->next) {
-			if (t->leased == 0 && now - t->last_admit_us > 60000000)
+			if (!holds_lease(t) && now - t->last_admit_us > 60000000)
 				continue;
 			if (n == cap) {
 				int64_t *ni = realloc(ids, (cap = cap ? cap * 2 : 16) * sizeof(*ids));

@@ -16,6 +16,14 @@
  * and the tenant's other functions share only max_concurrency minus all its
  * reservations, so the R slots are always free for it.
  *
+ * On a fleet (docs/fleet.md) both hold fleet-wide, without a store round trip
+ * per invocation: a tenant's slots are split into disjoint pools, one per
+ * reserved function (its R slots) and one for the rest (max_concurrency minus
+ * the reservations), and a host admits an invocation only under its lease of
+ * the pool it draws from (store_slots_lease()), leasing a block more when its
+ * lease is full and giving the spare part back after a second unused. On one
+ * host (SQLite) a lease is granted without I/O and admission is what it was.
+ *
  * Units are integers, never floating point: usage is MB-milliseconds
  * (memory_mb x billed_ms); 1 GB-s = 1024 x 1000 MB-ms exactly.
  */

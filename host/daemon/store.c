@@ -34,7 +34,7 @@ int store_open(const char *path, struct store **out)
 {
 	const struct store_ops *ops;
 	void *impl;
-	int rc = store_sqlite_open(path, &ops, &impl);
+	int rc = store_sqlite_open(path, NULL, &ops, &impl);
 
 	return rc ? rc : wrap(ops, impl, out);
 }
@@ -54,12 +54,12 @@ int store_open_spec(const char *spec, const struct store_options *o, struct stor
 	if (errlen)
 		err[0] = 0;
 	if (!store_is_url(spec)) {
-		rc = store_open(spec, out);
+		rc = store_sqlite_open(spec, o ? o->image_dir : NULL, &ops, &impl);
 		if (rc && errlen)
 			snprintf(err, errlen, "cannot open the SQLite store %s (see the log above)", spec);
-		return rc;
+	} else {
+		rc = store_pg_open(spec, o, &ops, &impl, err, errlen);
 	}
-	rc = store_pg_open(spec, o, &ops, &impl, err, errlen);
 	return rc ? rc : wrap(ops, impl, out);
 }
 

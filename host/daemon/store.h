@@ -31,14 +31,14 @@
 
 struct store;
 
-/* The SQLite backend on the file at path. */
+/* The SQLite backend on the file at path, without an image directory (no image GC). */
 int store_open(const char *path, struct store **out);
 
 /* What a fleet host tells the shared store about itself (PostgreSQL backend). */
 struct store_options {
 	const char *host_id;    /* unique among live hosts; default: the hostname */
 	const char *address;    /* its API address, shown by `hearthctl status` */
-	const char *image_dir;  /* where images fetched from the shared store are cached */
+	const char *image_dir;  /* images by hash: deploys' and (PostgreSQL) fetched ones; GC'd */
 	const char *state_dir;  /* the ledger spool (records made while the database is away) */
 };
 /* true for postgresql://... and postgres://... */
@@ -57,16 +57,25 @@ const char *store_backend(struct store *s);
 
 /* ---- fleet ---- */
 /*
- * Concurrency slot leases: sets this host's lease of the tenant's slots to
- * want, or to what is left of limit after the leases of the other live hosts
- * if that is less (never below 0); *held = the lease now held. The sum of
- * all live hosts' leases never exceeds limit, so admitting against one's
- * own lease keeps the tenant under limit fleet-wide. A host's leases end
- * with its heartbeat (docs/fleet.md). One host alone (SQLite): *held =
- * min(want, limit), no I/O.
+ * Concurrency slot leases. A tenant's slots are split into disjoint pools:
+ * function_id 0 is the tenant's unreserved pool (limit: max_concurrency minus
+ * the sum of its reservations), a function's id is that function's reserved
+ * pool (limit: its reservation). Sets this host's lease of the pool to want,
+ * or to what is left of the pool after the leases of the other live hosts if
+ * that is less (never below 0); *held = the lease now held. The sum of all
+ * live hosts' leases of a pool never exceeds its size, so admitting against
+ * one's own leases keeps every pool, and so the tenant, under its limit
+ * fleet-wide. A host's leases end with its heartbeat (docs/fleet.md).
+ *
+ * limit is the caller's view of the pool's size (0 = no limit). PostgreSQL
+ * takes the smaller of it and the size the stored rows give, read in the
+ * lease's own transaction, so a host whose cached limits are stale never
+ * over-leases; when the reservations exceed max_concurrency (the limit was
+ * lowered after them), every reserved pool shrinks by the excess there. One
+ * host alone (SQLite): *held = min(want, limit), no I/O.
  */
-int store_slots_lease(struct store *s, int64_t tenant_id, int64_t limit, int64_t want,
-		      int64_t *held);
+int store_slots_lease(struct store *s, int64_t tenant_id, int64_t function_id, int64_t limit,
+		      int64_t want, int64_t *held);
 /*
  * Changes when this host's leases were revoked: it was cut off from the
  * store longer than a heartbeat's lifetime, so the other hosts took it for
@@ -80,6 +89,39 @@ json_t *store_hosts(struct store *s);
 int store_live_hosts(struct store *s, int *n);
 /* 0 when the store is reachable; else -EIO and why (the host refuses new work meanwhile). */
 int store_health(struct store *s, char *why, size_t n);
+
+/* ---- image garbage collection ---- */
+/*
+ * Images are content-addressed (sha256): one copy per hash in the shared
+ * store (PostgreSQL: images rows), and one file per hash in each host's cache
+ * (image_dir/<sha256>.cpio; on SQLite that directory is the only copy).
+ * store_image_gc() removes the images that no version references any more:
+ * with shared, from the shared store (PostgreSQL; ignored on SQLite), and
+ * always from this host's cache, together with temporary files left by a
+ * crashed fetch or build (older than ten minutes).
+ *
+ * Safe against a deploy of the same hash on another host: store_version_add()
+ * holds a key-share lock on the image's row from before its version exists
+ * until it commits (re-storing the bytes if the row is gone), and removal
+ * takes the row's update lock and only then looks for versions, so either the
+ * version commits first and the image is kept, or the removal commits first
+ * and the deploy stores the image again. The caller must keep this host's own
+ * deploys out while it runs (imagegc.h): a deploy writes the image file before
+ * its version exists.
+ */
+struct store_image_gc {
+	int removed_shared;   /* rows removed from the shared store */
+	int removed_local;    /* files removed from this host's image directory */
+	int kept_for_deploy;  /* unreferenced when listed, referenced once locked: kept */
+	uint64_t bytes;       /* freed: the shared rows' and the local files' bytes */
+};
+int store_image_gc(struct store *s, bool shared, struct store_image_gc *st);
+/*
+ * Changes when some host removed images from the shared store (seen at this
+ * host's heartbeats): its own cache may hold files to remove. No I/O; 0 on
+ * SQLite.
+ */
+int64_t store_image_gc_epoch(struct store *s);
 
 /* ---- tenants and keys ---- */
 int store_tenant_create(struct store *s, const char *name, int64_t *id);

@@ -17,7 +17,7 @@
 
 /* Schema versions this binary knows; a database with a newer one is refused. */
 #define STORE_SQLITE_SCHEMA 1
-#define STORE_PG_SCHEMA 1
+#define STORE_PG_SCHEMA 2
 
 struct store_ops {
 	const char *backend; /* "sqlite", "postgresql" */
@@ -29,9 +29,30 @@ struct store_ops {
 #undef S
 };
 
-int store_sqlite_open(const char *path, const struct store_ops **ops, void **impl);
+/* image_dir: where the images live (image GC); NULL = none. */
+int store_sqlite_open(const char *path, const char *image_dir, const struct store_ops **ops,
+		      void **impl);
 /* -ENOTSUP when hearthd was built without libpq. err gets a one-line reason. */
 int store_pg_open(const char *conninfo, const struct store_options *o, const struct store_ops **ops,
 		  void **impl, char *err, size_t errlen);
+
+/*
+ * The image directory of this host (store_cache.c), for both backends' image
+ * GC: the files named <sha256>.cpio, and temporary files of builds
+ * (".image-*") and fetches (".<sha256>.<pid>.tmp").
+ */
+struct cache_file {
+	char sha256[65];
+	uint64_t bytes;
+};
+/*
+ * Lists dir's image files (caller frees *files); removes temporary files
+ * older than ten minutes (left by a crash: a build or fetch takes seconds)
+ * and counts them into *removed and *bytes. Other files are left alone.
+ */
+int store_cache_list(const char *dir, struct cache_file **files, size_t *n, int *removed,
+		     uint64_t *bytes);
+/* Removes dir/<sha256>.cpio. 0, or -errno (-ENOENT: already gone). */
+int store_cache_remove(const char *dir, const char *sha256);
 
 #endif

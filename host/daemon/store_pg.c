@@ -58,6 +58,7 @@ struct pg {
 	bool evicted;     /* another host took this host id over: no more work here */
 	int64_t up_since_ms; /* monotonic: connected without a gap since then */
 	int64_t lease_epoch; /* bumped when this host's leases are revoked (hmu) */
+	int64_t image_gc_epoch; /* the fleet's image_gc.epoch at the last heartbeat (hmu) */
 	char spool[4200];    /* ledger records kept while the database was unreachable */
 	bool spooled;
 	pthread_cond_t hb_cond;
@@ -126,6 +127,14 @@ static const char *const migrations[] = {
 	/* Concurrency slots a host holds of a tenant's limit; they count while the host is live. */
 	"CREATE TABLE slot_leases(tenant_id BIGINT NOT NULL, host_id TEXT NOT NULL,"
 	"  slots BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY(tenant_id, host_id));",
+	/* 2: leases per pool (0 = the tenant's unreserved slots, else a function's reserved
+	 * ones); image GC: versions by image, and an epoch bumped when images are removed. */
+	"ALTER TABLE slot_leases ADD COLUMN function_id BIGINT NOT NULL DEFAULT 0;"
+	"ALTER TABLE slot_leases DROP CONSTRAINT slot_leases_pkey;"
+	"ALTER TABLE slot_leases ADD PRIMARY KEY(tenant_id, function_id, host_id);"
+	"CREATE INDEX versions_by_image ON versions(image_sha256);"
+	"CREATE TABLE image_gc(id INT PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL);"
+	"INSERT INTO image_gc VALUES (1, 0);",
 };
 
 static int64_t now_s(void)
@@ -241,7 +250,8 @@ static PGresult *qv(struct pg *p, char *state, const char *sql, const char *fmt,
 		snprintf(state, 6, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
 	if (PQstatus(p->conn) != CONNECTION_OK)
 		set_unhealthy(p, PQerrorMessage(p->conn));
-	else if (!state || strncmp(state, "23", 2) != 0) /* constraint clashes are the caller's */
+	/* constraint clashes, and locks asked with NOWAIT, are the caller's */
+	else if (!state || (strncmp(state, "23", 2) != 0 && strcmp(state, "55P03") != 0))
 		hlog_error("store", "PostgreSQL: %s(%.120s)", PQresultErrorMessage(r), sql);
 	PQclear(r);
 	return NULL;
@@ -254,6 +264,18 @@ static PGresult *q(struct pg *p, const char *sql, const char *fmt, ...)
 
 	va_start(ap, fmt);
 	r = qv(p, NULL, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* As q(), with the SQLSTATE of a failure in state (8 bytes). */
+static PGresult *qs(struct pg *p, char *state, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	PGresult *r;
+
+	va_start(ap, fmt);
+	r = qv(p, state, sql, fmt, ap);
 	va_end(ap);
 	return r;
 }
@@ -427,6 +449,15 @@ static void mark_verified(struct pg *p, const char *sha)
 	snprintf(p->verified[p->nverified++], 65, "%s", sha);
 }
 
+static void unmark_verified(struct pg *p, const char *sha)
+{
+	for (size_t i = 0; i < p->nverified; i++)
+		if (strcmp(p->verified[i], sha) == 0) {
+			memcpy(p->verified[i], p->verified[--p->nverified], 65);
+			return;
+		}
+}
+
 /* Makes <image_dir>/<sha>.cpio hold the image with that hash (caller holds mu). */
 static int ensure_image(struct pg *p, const char *sha, char *path, size_t n)
 {
@@ -480,40 +511,62 @@ static int ensure_image(struct pg *p, const char *sha, char *path, size_t n)
 	return 0;
 }
 
-/* Stores the image file (content-addressed) unless the store has it (caller holds mu). */
-static int put_image(struct pg *p, const char *sha, const char *path)
+/* Reads a whole file; *len its size. NULL on failure. */
+static uint8_t *read_file(const char *path, size_t *len)
 {
+	struct stat st;
+	uint8_t *data = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0 && fstat(fd, &st) == 0 && (data = malloc(st.st_size ? (size_t)st.st_size : 1)) &&
+	    read(fd, data, (size_t)st.st_size) != st.st_size) {
+		free(data);
+		data = NULL;
+	}
+	if (fd >= 0)
+		close(fd);
+	*len = data ? (size_t)st.st_size : 0;
+	return data;
+}
+
+/*
+ * Inside the deploy's transaction: makes the image's row exist and holds a
+ * key-share lock on it until the transaction ends, so that image GC (which
+ * takes the row's update lock before it looks for versions) cannot remove
+ * it before the version that references it is committed. A row GC removed
+ * just before is stored again from the deploy's file. Caller holds mu.
+ */
+static int hold_image(struct pg *p, const char *sha, const char *path)
+{
+	static const char *const lock_row = "SELECT 1 FROM images WHERE sha256 = $1 FOR KEY SHARE";
 	char hex[65];
 	PGresult *r;
-	struct stat st;
 	uint8_t *data;
-	int fd, rc;
+	size_t len;
+	int rc, n;
 
-	r = q(p, "SELECT 1 FROM images WHERE sha256 = $1", "t", sha);
+	r = q(p, lock_row, "t", sha);
 	if (!r)
 		return -EIO;
-	rc = PQntuples(r);
+	n = PQntuples(r);
 	PQclear(r);
-	if (rc == 1)
+	if (n == 1)
 		return 0;
 	if (sha256_file(path, hex) || strcmp(hex, sha) != 0) {
 		hlog_error("store", "image %s does not hash to its name %s", path, sha);
 		return -EIO;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) != 0) {
-		if (fd >= 0)
-			close(fd);
+	data = read_file(path, &len);
+	if (!data)
 		return -EIO;
-	}
-	data = malloc(st.st_size ? (size_t)st.st_size : 1);
-	rc = data && read(fd, data, (size_t)st.st_size) == st.st_size ? 0 : -EIO;
-	close(fd);
-	if (rc == 0)
-		rc = run(p, NULL, "INSERT INTO images(sha256, data, created_at) VALUES($1, $2, $3)"
-			 " ON CONFLICT (sha256) DO NOTHING", "tbi", sha, data, (size_t)st.st_size,
-			 now_s());
+	/* A concurrent deploy inserting the same hash: this waits for it, then does nothing. */
+	rc = run(p, NULL, "INSERT INTO images(sha256, data, created_at) VALUES($1, $2, $3)"
+		 " ON CONFLICT (sha256) DO NOTHING", "tbi", sha, data, len, now_s());
 	free(data);
+	r = rc ? NULL : q(p, lock_row, "t", sha);
+	if (!rc && (!r || PQntuples(r) != 1))
+		rc = -EIO;
+	PQclear(r);
 	if (rc == 0)
 		mark_verified(p, sha);
 	return rc;
@@ -925,14 +978,14 @@ static int pg_version_add(struct pg *p, struct fn_version *v)
 	LOCKED(p) {
 		PGresult *r;
 
-		/* The image first, in its own statement: content-addressed, so a failed
-		 * deploy leaves at most an unused image behind. */
-		rc = put_image(p, v->image_sha256, v->image_path);
-		if (rc || (rc = begin(p)))
+		/* The image's row first, locked until the version is committed (image GC). */
+		if ((rc = begin(p)))
 			break;
-		rc = run(p, NULL, "INSERT INTO functions(tenant_id, name, created_at) VALUES($1,$2,$3)"
-			 " ON CONFLICT (tenant_id, name) DO NOTHING", "iti", v->tenant_id, v->name,
-			 now_s());
+		rc = hold_image(p, v->image_sha256, v->image_path);
+		if (rc == 0)
+			rc = run(p, NULL, "INSERT INTO functions(tenant_id, name, created_at)"
+				 " VALUES($1,$2,$3) ON CONFLICT (tenant_id, name) DO NOTHING", "iti",
+				 v->tenant_id, v->name, now_s());
 		/* The row lock orders concurrent deploys of one function (on any host). */
 		r = rc ? NULL : q(p, "SELECT id, latest + 1 FROM functions WHERE tenant_id = $1 AND"
 				     " name = $2 FOR UPDATE", "it", v->tenant_id, v->name);
@@ -1682,43 +1735,223 @@ static json_t *pg_dead_letters(struct pg *p, int64_t tenant_id, int limit)
 
 /* ---- concurrency slot leases ------------------------------------------------------------------ */
 
-static int pg_slots_lease(struct pg *p, int64_t tenant_id, int64_t limit, int64_t want,
-			  int64_t *held)
+/*
+ * The size of a pool of a tenant's slots from its stored rows (store.h): the
+ * unreserved pool is max_concurrency minus the reservations; a reserved pool
+ * is the function's reservation, shrunk by the excess when the reservations
+ * exceed max_concurrency, so the pools never sum to more than the limit.
+ * Never above the caller's limit; -1 = no limit.
+ */
+static int64_t pool_size(int64_t function_id, int64_t limit, int64_t max, int64_t reserved_sum,
+			 int64_t reserved)
+{
+	int64_t size = -1;
+
+	if (function_id == 0 && max > 0)
+		size = max > reserved_sum ? max - reserved_sum : 0;
+	else if (function_id != 0) {
+		size = reserved;
+		if (max > 0 && reserved_sum > max)
+			size = reserved > reserved_sum - max ? reserved - (reserved_sum - max) : 0;
+	}
+	if (limit > 0 && (size < 0 || size > limit))
+		size = limit;
+	return size;
+}
+
+static int pg_slots_lease(struct pg *p, int64_t tenant_id, int64_t function_id, int64_t limit,
+			  int64_t want, int64_t *held)
 {
 	int rc = -EIO;
 
 	LOCKED(p) {
 		PGresult *r;
-		int64_t others = 0, grant;
+		int64_t others = 0, size = -1, grant;
 
 		if (begin(p))
 			break;
-		/* One lease change of a tenant at a time, fleet-wide. */
+		/* One lease change of a tenant's pools at a time, fleet-wide. */
 		rc = run(p, NULL, "SELECT pg_advisory_xact_lock(7235, $1::int)", "i", tenant_id);
-		/* Not settled yet: a stale heartbeat may be a live host that has not
-		 * renewed it yet, so its leases still count. */
-		r = rc ? NULL : q(p, "SELECT COALESCE(SUM(l.slots), 0) FROM slot_leases l JOIN hosts h"
-				     " ON h.host_id = l.host_id WHERE l.tenant_id = $1 AND l.host_id <> $2"
-				     " AND (h.heartbeat_at > " DB_NOW_MS " - 5000 OR $3::int = 0)", "iti",
-				  tenant_id, p->host_id, (int64_t)settled(p));
-		if (!rc && !r)
+		/* The pool's size from the rows, not from this host's cache of them; the other
+		 * hosts' leases of it. Not settled yet: a stale heartbeat may be a live host
+		 * that has not renewed it yet, so its leases still count. */
+		r = rc ? NULL : q(p, "SELECT COALESCE((SELECT max_concurrency FROM tenant_limits WHERE"
+				     " tenant_id = $1), 0), (SELECT LEAST(COALESCE(SUM(reserved), 0),"
+				     " 9200000000000000000)::bigint FROM functions WHERE tenant_id = $1),"
+				     " COALESCE((SELECT reserved FROM functions WHERE tenant_id = $1 AND"
+				     " id = $2), 0), (SELECT COALESCE(SUM(l.slots), 0)::bigint FROM"
+				     " slot_leases l JOIN hosts h ON h.host_id = l.host_id WHERE"
+				     " l.tenant_id = $1 AND l.function_id = $2 AND l.host_id <> $3 AND"
+				     " (h.heartbeat_at > " DB_NOW_MS " - 5000 OR $4::int = 0))", "iiti",
+				  tenant_id, function_id, p->host_id, (int64_t)settled(p));
+		if (!rc && (!r || PQntuples(r) != 1))
 			rc = -EIO;
-		if (!rc)
-			others = col_i(r, 0, 0);
+		if (!rc) {
+			size = pool_size(function_id, limit, col_i(r, 0, 0), col_i(r, 0, 1),
+					 col_i(r, 0, 2));
+			others = col_i(r, 0, 3);
+		}
 		PQclear(r);
 		grant = want < 0 ? 0 : want;
-		if (limit > 0 && grant > limit - others)
-			grant = limit - others > 0 ? limit - others : 0;
-		if (!rc)
-			rc = run(p, NULL, "INSERT INTO slot_leases(tenant_id, host_id, slots, updated_at)"
-				 " VALUES($1, $2, $3, " DB_NOW_MS ") ON CONFLICT (tenant_id, host_id) DO"
-				 " UPDATE SET slots = excluded.slots, updated_at = excluded.updated_at",
-				 "iti", tenant_id, p->host_id, grant);
+		if (size >= 0 && grant > size - others)
+			grant = size - others > 0 ? size - others : 0;
+		/* A lease of 0 is no row: the table holds what is leased, nothing more. */
+		if (!rc && grant > 0)
+			rc = run(p, NULL, "INSERT INTO slot_leases(tenant_id, function_id, host_id, slots,"
+				 " updated_at) VALUES($1, $2, $3, $4, " DB_NOW_MS ") ON CONFLICT"
+				 " (tenant_id, function_id, host_id) DO UPDATE SET slots = excluded.slots,"
+				 " updated_at = excluded.updated_at", "iiti", tenant_id, function_id,
+				 p->host_id, grant);
+		else if (!rc)
+			rc = run(p, NULL, "DELETE FROM slot_leases WHERE tenant_id = $1 AND"
+				 " function_id = $2 AND host_id = $3", "iit", tenant_id, function_id,
+				 p->host_id);
 		rc = finish(p, rc);
 		if (rc == 0)
 			*held = grant;
 	}
 	return rc;
+}
+
+/* ---- image GC ---------------------------------------------------------------------------- */
+
+/*
+ * Removes one image from the shared store if no version references it: the
+ * row's update lock first, then the check, in a statement that sees what
+ * deploys committed meanwhile. A row a deploy holds (the key-share lock of
+ * hold_image()) is not waited for: that deploy is about to use the image, so
+ * it is kept (a later sweep looks again). 1 = removed, 0 = gone already,
+ * -EBUSY = held or referenced (kept). Caller holds mu.
+ */
+static int drop_shared_image(struct pg *p, const char *sha, uint64_t *bytes)
+{
+	char state[8];
+	PGresult *r;
+	int rc;
+
+	if (begin(p))
+		return -EIO;
+	r = qs(p, state, "SELECT octet_length(data) FROM images WHERE sha256 = $1 FOR UPDATE NOWAIT",
+	       "t", sha);
+	rc = r ? (PQntuples(r) == 1 ? 1 : 0) : strcmp(state, "55P03") == 0 ? -EBUSY : -EIO;
+	if (rc == 1)
+		*bytes = (uint64_t)col_i(r, 0, 0);
+	PQclear(r);
+	if (rc == 1) {
+		r = q(p, "SELECT 1 FROM versions WHERE image_sha256 = $1 LIMIT 1", "t", sha);
+		rc = !r ? -EIO : PQntuples(r) ? -EBUSY : 1;
+		PQclear(r);
+	}
+	if (rc == 1 && run(p, NULL, "DELETE FROM images WHERE sha256 = $1", "t", sha))
+		rc = -EIO;
+	if (rc == 1 && run(p, NULL, "UPDATE image_gc SET epoch = epoch + 1 WHERE id = 1", NULL))
+		rc = -EIO;
+	if (rc == 1)
+		return finish(p, 0) == 0 ? 1 : -EIO;
+	finish(p, -EBUSY); /* nothing written: roll back */
+	return rc;
+}
+
+static int pg_image_gc(struct pg *p, bool shared, struct store_image_gc *st)
+{
+	struct cache_file *files = NULL;
+	char (*cand)[65] = NULL;
+	size_t n = 0, ncand = 0;
+	int rc = 0;
+
+	memset(st, 0, sizeof(*st));
+	if (shared) {
+		LOCKED(p) {
+			PGresult *r = q(p, "SELECT sha256 FROM images i WHERE NOT EXISTS (SELECT 1 FROM"
+					   " versions v WHERE v.image_sha256 = i.sha256)", NULL);
+
+			if (!r) {
+				rc = -EIO;
+				break;
+			}
+			ncand = (size_t)PQntuples(r);
+			cand = calloc(ncand ? ncand : 1, sizeof(*cand));
+			for (size_t i = 0; cand && i < ncand; i++)
+				col_s(r, (int)i, 0, cand[i], sizeof(cand[i]));
+			PQclear(r);
+			if (!cand)
+				rc = -ENOMEM;
+		}
+		/* One image per transaction: a long sweep never holds up a deploy for long. */
+		for (size_t i = 0; rc == 0 && i < ncand; i++) {
+			uint64_t bytes = 0;
+			int k = -EIO;
+
+			LOCKED(p) k = drop_shared_image(p, cand[i], &bytes);
+			if (k == 1) {
+				st->removed_shared++;
+				st->bytes += bytes;
+				hlog_info("imagegc", "image %s removed from the shared store (%llu bytes):"
+					  " no version uses it", cand[i], (unsigned long long)bytes);
+			} else if (k == -EBUSY) {
+				st->kept_for_deploy++;
+				hlog_info("imagegc", "image %s kept: a deploy referenced it meanwhile",
+					  cand[i]);
+			} else if (k < 0) {
+				rc = k;
+			}
+		}
+		free(cand);
+	}
+	if (rc)
+		return rc;
+	rc = store_cache_list(p->image_dir, &files, &n, &st->removed_local, &st->bytes);
+	/* This host's files that no version uses, asked in one statement: '{sha,sha,...}'. */
+	char *arr = rc == 0 && n ? malloc(n * 65 + 3) : NULL;
+
+	if (rc == 0 && n && !arr)
+		rc = -ENOMEM;
+	if (arr) {
+		size_t k = 0;
+
+		arr[k++] = '{';
+		for (size_t i = 0; i < n; i++) {
+			memcpy(arr + k, files[i].sha256, 64);
+			k += 64;
+			arr[k++] = i + 1 < n ? ',' : '}';
+		}
+		arr[k] = 0;
+		LOCKED(p) {
+			PGresult *r = q(p, "SELECT x FROM unnest($1::text[]) x WHERE NOT EXISTS (SELECT 1"
+					   " FROM versions v WHERE v.image_sha256 = x)", "t", arr);
+
+			if (!r) { /* unknown: keep them all */
+				rc = -EIO;
+				break;
+			}
+			/* Under mu: no fetch of these images into the cache meanwhile. */
+			for (int i = 0; i < PQntuples(r); i++) {
+				const char *sha = PQgetvalue(r, i, 0);
+
+				unmark_verified(p, sha);
+				if (store_cache_remove(p->image_dir, sha) != 0)
+					continue;
+				st->removed_local++;
+				for (size_t j = 0; j < n; j++)
+					if (strcmp(files[j].sha256, sha) == 0)
+						st->bytes += files[j].bytes;
+			}
+			PQclear(r);
+		}
+		free(arr);
+	}
+	free(files);
+	return rc;
+}
+
+static int64_t pg_image_gc_epoch(struct pg *p)
+{
+	int64_t e;
+
+	pthread_mutex_lock(&p->hmu);
+	e = p->image_gc_epoch;
+	pthread_mutex_unlock(&p->hmu);
+	return e;
 }
 
 /* ---- hosts ----------------------------------------------------------------------------------- */
@@ -1810,9 +2043,17 @@ static void *heartbeat(void *arg)
 		pthread_cond_timedwait(&p->hb_cond, &p->mu, &ts);
 		if (p->stopping)
 			break;
-		if (run(p, &c, "UPDATE hosts SET heartbeat_at = " DB_NOW_MS " WHERE host_id = $1 AND"
-			" boot_id = $2", "tt", p->host_id, p->boot_id) == 0) {
+		/* The renewal also reads the image GC epoch: other hosts removed images. */
+		PGresult *r = q(p, "UPDATE hosts SET heartbeat_at = " DB_NOW_MS " WHERE host_id = $1"
+				   " AND boot_id = $2 RETURNING (SELECT epoch FROM image_gc WHERE id = 1)",
+				"tt", p->host_id, p->boot_id);
+
+		if (r) {
+			c = PQntuples(r);
 			pthread_mutex_lock(&p->hmu);
+			if (c)
+				p->image_gc_epoch = col_i(r, 0, 0);
+			PQclear(r);
 			if (c == 0 && !p->evicted) {
 				hlog_error("store", "this host's id %s was taken over by another host "
 					   "(its heartbeat had expired); restart this hearthd",
@@ -2055,6 +2296,13 @@ int store_pg_open(const char *conninfo, const struct store_options *o, const str
 	rc = migrate(p, err, errlen);
 	if (rc == 0)
 		rc = register_host(p, err, errlen);
+	if (rc == 0) { /* the image GC epoch as it is now: only later removals are news */
+		PGresult *r = q(p, "SELECT epoch FROM image_gc WHERE id = 1", NULL);
+
+		if (r && PQntuples(r) == 1)
+			p->image_gc_epoch = col_i(r, 0, 0);
+		PQclear(r);
+	}
 	p->hb_ok_ms = p->up_since_ms = mono_ms();
 	if (rc == 0 && access(p->spool, F_OK) == 0) {
 		p->spooled = true; /* a previous run's records, kept while the database was away */

@@ -40,6 +40,7 @@ struct store {
 		sqlite3_stmt *st;
 	} cache[32];
 	int ncache;
+	char *image_dir; /* the images (image GC); NULL = none */
 };
 
 #define STORE_STR_(x) #x
@@ -71,6 +72,8 @@ static const char *const schema =
 	"  handler TEXT NOT NULL, args TEXT NOT NULL, env TEXT NOT NULL, init TEXT NOT NULL,"
 	"  memory_mb INTEGER NOT NULL, timeout_ms INTEGER NOT NULL, engine TEXT NOT NULL,"
 	"  package_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, UNIQUE(function_id, version));"
+	/* Image GC asks whether any version still uses an image. */
+	"CREATE INDEX IF NOT EXISTS versions_by_image ON versions(image_sha256);"
 	"CREATE TABLE IF NOT EXISTS invocations("
 	"  request_id TEXT NOT NULL, attempt INTEGER NOT NULL, tenant_id INTEGER NOT NULL,"
 	"  version_id INTEGER NOT NULL,"
@@ -254,6 +257,7 @@ static void sq_close(struct store *s)
 		sqlite3_finalize(s->cache[i].st);
 	sqlite3_close(s->db);
 	pthread_mutex_destroy(&s->mu);
+	free(s->image_dir);
 	free(s);
 }
 
@@ -1412,11 +1416,12 @@ static json_t *sq_hosts(struct store *s)
 	return json_array();
 }
 
-static int sq_slots_lease(struct store *s, int64_t tenant_id, int64_t limit, int64_t want,
-			  int64_t *held)
+static int sq_slots_lease(struct store *s, int64_t tenant_id, int64_t function_id, int64_t limit,
+			  int64_t want, int64_t *held)
 {
 	(void)s;
 	(void)tenant_id;
+	(void)function_id;
 	*held = want < 0 ? 0 : limit > 0 && want > limit ? limit : want;
 	return 0;
 }
@@ -1439,6 +1444,48 @@ static int sq_health(struct store *s, char *why, size_t n)
 	(void)s;
 	if (n)
 		why[0] = 0;
+	return 0;
+}
+
+/* ---- image GC: the image directory is the only copy ----------------------------- */
+
+static int sq_image_gc(struct store *s, bool shared, struct store_image_gc *st)
+{
+	struct cache_file *files = NULL;
+	size_t n = 0;
+	int rc;
+
+	(void)shared;
+	memset(st, 0, sizeof(*st));
+	if (!s->image_dir)
+		return 0;
+	rc = store_cache_list(s->image_dir, &files, &n, &st->removed_local, &st->bytes);
+	lock(s);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		sqlite3_stmt *q = prep(s, "SELECT 1 FROM versions WHERE image_sha256 = ? LIMIT 1", "t",
+				       files[i].sha256);
+		int step = q ? sqlite3_step(q) : SQLITE_ERROR;
+
+		sqlite3_finalize(q);
+		if (step == SQLITE_ROW)
+			continue;
+		if (step != SQLITE_DONE) { /* unknown: keep it */
+			rc = -EIO;
+			break;
+		}
+		if (store_cache_remove(s->image_dir, files[i].sha256) == 0) {
+			st->removed_local++;
+			st->bytes += files[i].bytes;
+		}
+	}
+	unlock(s);
+	free(files);
+	return rc;
+}
+
+static int64_t sq_image_gc_epoch(struct store *s)
+{
+	(void)s;
 	return 0;
 }
 
@@ -1465,13 +1512,18 @@ static const struct store_ops sq_ops = {
 #undef S
 #undef IMPL
 
-int store_sqlite_open(const char *path, const struct store_ops **ops, void **impl)
+int store_sqlite_open(const char *path, const char *image_dir, const struct store_ops **ops,
+		      void **impl)
 {
 	struct store *s;
 	int rc = sq_open(path, &s);
 
 	if (rc)
 		return rc;
+	if (image_dir && !(s->image_dir = strdup(image_dir))) {
+		sq_close(s);
+		return -ENOMEM;
+	}
 	*ops = &sq_ops;
 	*impl = s;
 	return 0;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -614,6 +615,177 @@ static void test_builtin_snapshot_restore(void **state)
 	assert_int_equal(vmm_procs_under(h->dir), 0);
 }
 
+/* ---- image GC on one host (SQLite: the image directory is the only copy) ---------- */
+
+static bool image_file(struct hd *h, const char *sha)
+{
+	char p[200];
+
+	snprintf(p, sizeof(p), "%s/state/images/%s.cpio", h->dir, sha);
+	return access(p, F_OK) == 0;
+}
+
+/* The image hash of a function's latest version. */
+static void image_hash(struct hd *h, const char *key, const char *fn, char sha[65])
+{
+	char path[128];
+	struct resp r;
+	json_t *j, *vs;
+
+	snprintf(path, sizeof(path), "/v1/functions/%s", fn);
+	assert_int_equal(http(h, "GET", path, key, NULL, NULL, 0, NULL, &r), 200);
+	j = body_json(&r);
+	vs = json_object_get(j, "versions");
+	snprintf(sha, 65, "%s",
+		 json_string_value(json_object_get(json_array_get(vs, json_array_size(vs) - 1),
+						   "image_sha256")));
+	json_decref(j);
+	resp_free(&r);
+	assert_int_equal(strlen(sha), 64);
+}
+
+/* Waits up to ms for an image file to be present (want) or gone. */
+static bool wait_image(struct hd *h, const char *sha, bool want, int ms)
+{
+	for (int waited = 0; image_file(h, sha) != want; waited += 50) {
+		if (waited >= ms)
+			return false;
+		usleep(50000);
+	}
+	return true;
+}
+
+static long delete_fn(struct hd *h, const char *key, const char *fn)
+{
+	char path[128];
+	struct resp r;
+	long st;
+
+	snprintf(path, sizeof(path), "/v1/functions/%s", fn);
+	st = http(h, "DELETE", path, key, NULL, NULL, 0, NULL, &r);
+	resp_free(&r);
+	return st;
+}
+
+struct gc_deploy {
+	struct hd *h;
+	const char *key, *name;
+	const char *pkg;
+	size_t len;
+	long status;
+	pthread_t th;
+};
+
+static void *gc_deploy_run(void *arg)
+{
+	struct gc_deploy *d = arg;
+	char path[128];
+	struct resp r;
+
+	snprintf(path, sizeof(path), "/v1/functions/%s", d->name);
+	d->status = http(d->h, "POST", path, d->key, NULL, d->pkg, d->len,
+			 "Content-Type: application/gzip", &r);
+	resp_free(&r);
+	return NULL;
+}
+
+/*
+ * Image GC on SQLite: an image two functions share stays until the second is
+ * deleted; orphans (a refused deploy's image, a stray image file, an old
+ * temporary file) go at the periodic sweep; other files are left alone; a
+ * deploy racing the deletion of the same image always keeps its image.
+ */
+static void test_image_gc(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--image-gc-interval", "1", NULL };
+	char multi[65], hello[65], p[1024], orphan[65];
+	struct resp r;
+	size_t len;
+	char *key, *pkg;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "a", FNS_DIR "/multi", NULL);
+	deploy(h, key, "b", FNS_DIR "/multi", NULL);
+	deploy(h, key, "c", EXAMPLES_DIR "/hello", NULL);
+	image_hash(h, key, "a", multi);
+	image_hash(h, key, "c", hello);
+	assert_true(image_file(h, multi) && image_file(h, hello));
+	/* Strays: an image file no version names, an old temporary file, a file of another kind. */
+	memset(orphan, 'e', 64);
+	orphan[64] = 0;
+	snprintf(p, sizeof(p), "echo junk > %s/state/images/%s.cpio; echo tmp > "
+		 "%s/state/images/.image-Ab12Cd; touch -d '1 hour ago' %s/state/images/.image-Ab12Cd;"
+		 " echo mine > %s/state/images/notes.txt", h->dir, orphan, h->dir, h->dir, h->dir);
+	assert_int_equal(system(p), 0);
+	/* A deploy refused after its image was built leaves the image behind: an orphan too. */
+	pkg = pack(h, FNS_DIR "/fail", &len);
+	assert_int_equal(http(h, "POST", "/v1/functions/d?engine=nosuch", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 400);
+	assert_string_equal(error_code(&r), "EngineUnavailable");
+	resp_free(&r);
+	free(pkg);
+	assert_true(wait_image(h, orphan, false, 3000));
+	snprintf(p, sizeof(p), "%s/state/images/.image-Ab12Cd", h->dir);
+	assert_int_equal(access(p, F_OK), -1);
+	snprintf(p, sizeof(p), "%s/state/images/notes.txt", h->dir);
+	assert_int_equal(access(p, F_OK), 0);
+	assert_true(image_file(h, multi) && image_file(h, hello));
+	/* a goes, b still uses the image: it stays. */
+	assert_int_equal(delete_fn(h, key, "a"), 200);
+	usleep(1500000);
+	assert_true(image_file(h, multi));
+	assert_int_equal(invoke(h, key, "b", "x", NULL, &r), 200);
+	resp_free(&r);
+	/* b goes: the image goes, at once (the deletion kicks the collector). */
+	assert_int_equal(delete_fn(h, key, "b"), 200);
+	assert_true(wait_image(h, multi, false, 500));
+	/* Bad input: deleting what is gone, another tenant's function: 404, nothing else lost. */
+	char *other = tenant_create(h, "globex");
+
+	assert_int_equal(delete_fn(h, key, "b"), 404);
+	assert_int_equal(delete_fn(h, other, "c"), 404);
+	usleep(1500000);
+	assert_true(image_file(h, hello));
+	assert_int_equal(invoke(h, key, "c", "{}", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "Hello from hearth"));
+	resp_free(&r);
+	/* Counted and logged. */
+	int removed = metric(h, "hearth_images_removed_total{from=\"local\"}");
+
+	fprintf(stderr, "removed %d files; %d sweeps\n", removed,
+		metric(h, "hearth_image_gc_runs_total"));
+	assert_int_equal(removed, 4); /* the orphan, the temporary file, d's image, multi */
+	assert_true(metric(h, "hearth_image_gc_bytes_total") > 0);
+	snprintf(p, sizeof(p), "grep -q 'imagegc.*removed 1 image files no version uses' %s/hearthd.log",
+		 h->dir);
+	assert_int_equal(system(p), 0);
+	/* A deploy racing the deletion of the last function using its image (a timer sweep too). */
+	pkg = pack(h, FNS_DIR "/multi", &len);
+	for (int round = 0; round < 10; round++) {
+		struct gc_deploy d = { .h = h, .key = key, .name = "y", .pkg = pkg, .len = len };
+
+		deploy(h, key, "x", FNS_DIR "/multi", NULL);
+		assert_int_equal(pthread_create(&d.th, NULL, gc_deploy_run, &d), 0);
+		usleep((useconds_t)(round % 5) * 20000);
+		assert_int_equal(delete_fn(h, key, "x"), 200);
+		pthread_join(d.th, NULL);
+		assert_int_equal(d.status, 201);
+		usleep(100000);
+		assert_true(image_file(h, multi));
+		assert_int_equal(invoke(h, key, "y", "x", NULL, &r), 200);
+		resp_free(&r);
+		assert_int_equal(delete_fn(h, key, "y"), 200);
+		assert_true(wait_image(h, multi, false, 1000));
+	}
+	free(pkg);
+	free(other);
+	free(key);
+	hd_stop(h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -628,6 +800,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_thousand_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libvirt_restore, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_builtin_snapshot_restore, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_image_gc, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -89,6 +89,12 @@ static long long sql_int(struct fleet *f, const char *sql)
 	return atoll(out);
 }
 
+/* One text value from the fleet's database, into out. */
+static void sql_str(struct fleet *f, const char *sql, char *out, size_t n)
+{
+	assert_int_equal(sh(out, n, "%s sql %s \"%s\"", PG_CLUSTER, f->pg, sql), 0);
+}
+
 static int fleet_setup(void **state)
 {
 	struct fleet *f = calloc(1, sizeof(*f));
@@ -260,12 +266,12 @@ static void test_schema_too_new(void **state)
 
 	host_start(f, 0, NULL);
 	hd_stop(&f->h[0]);
-	assert_int_equal(sql_int(f, "SELECT MAX(version) FROM schema_version"), 1);
-	sh(NULL, 0, "%s sql %s \"INSERT INTO schema_version VALUES (2, 0)\"", PG_CLUSTER, f->pg);
+	assert_int_equal(sql_int(f, "SELECT MAX(version) FROM schema_version"), 2);
+	sh(NULL, 0, "%s sql %s \"INSERT INTO schema_version VALUES (3, 0)\"", PG_CLUSTER, f->pg);
 	snprintf(args, sizeof(args), "--store %s --host-id A --state-dir %s/state --run-dir %s/run "
 		 "--listen 127.0.0.1:%d", f->url, f->h[0].dir, f->h[0].dir, free_port());
 	assert_int_equal(hearthd_run(out, sizeof(out), args), 1);
-	assert_non_null(strstr(out, "schema is at version 2, newer than this hearthd's (1)"));
+	assert_non_null(strstr(out, "schema is at version 3, newer than this hearthd's (2)"));
 	/* The SQLite backend too (its version is the file's user_version). */
 	snprintf(args, sizeof(args), "sqlite3 %s/state/hearth.db 'PRAGMA user_version = 7'",
 		 f->h[1].dir);
@@ -957,6 +963,574 @@ static void test_db_restart_under_load(void **state)
 		hd_stop(&f->h[i]);
 }
 
+/* PUT /v1/functions/<fn>/config with json; the status. */
+static long put_config(struct hd *h, const char *key, const char *fn, const char *json,
+		       struct resp *r)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), "/v1/functions/%s/config", fn);
+	return http(h, "PUT", path, key, NULL, json, strlen(json), "Content-Type: application/json",
+		    r);
+}
+
+/* The most successful invocations of one function that overlapped in time, fleet-wide. */
+static long long overlap_of(struct fleet *f, const char *fn)
+{
+	char q[640];
+
+	snprintf(q, sizeof(q), "SELECT COALESCE(MAX(c), 0) FROM (SELECT (SELECT COUNT(*) FROM"
+		 " invocations b WHERE b.status = 'Success' AND b.function = '%s' AND b.start_us <="
+		 " a.start_us AND a.start_us < b.start_us + b.duration_us) AS c FROM invocations a"
+		 " WHERE a.status = 'Success' AND a.function = '%s') x", fn, fn);
+	return sql_int(f, q);
+}
+
+/* The id of a function of the fleet's database. */
+static long long function_id(struct fleet *f, const char *fn)
+{
+	char q[160];
+
+	snprintf(q, sizeof(q), "SELECT id FROM functions WHERE name = '%s'", fn);
+	return sql_int(f, q);
+}
+
+/*
+ * Reserved concurrency is a cap and a guarantee fleet-wide: a function
+ * reserved at 3, hit by 60 clients spread over 3 hosts, never runs more than
+ * 3 at once, while an unreserved function of the same tenant, hit at the same
+ * time, gets the rest of the tenant's limit (10 - 3) and no more.
+ */
+static void test_reserved_fleet_cap(void **state)
+{
+	struct fleet *f = *state;
+	enum { PER_HOST = 20 };
+	struct burst rb[NHOSTS], ob[NHOSTS];
+	int r_ok = 0, r_refused = 0, o_ok = 0, o_refused = 0;
+	struct resp r;
+	char *key;
+
+	hosts_start(f, NHOSTS);
+	key = tenant_create(&f->h[0], "acme");
+	deploy(&f->h[0], key, "res", FNS_DIR "/multi", NULL);
+	deploy(&f->h[0], key, "open", FNS_DIR "/multi", NULL);
+	set_limits(&f->h[1], "acme", "{\"max_concurrency\": 10}");
+	/* Bad input first: refused with the reason, and nothing changed. */
+	assert_int_equal(put_config(&f->h[2], key, "res", "{\"reserved\": 11}", &r), 409);
+	assert_string_equal(error_code(&r), "ReservationTooLarge");
+	resp_free(&r);
+	assert_int_equal(put_config(&f->h[2], key, "res", "{\"reserved\": -3}", &r), 400);
+	resp_free(&r);
+	assert_int_equal(put_config(&f->h[2], key, "nosuch", "{\"reserved\": 3}", &r), 404);
+	resp_free(&r);
+	assert_int_equal(sql_int(f, "SELECT COALESCE(SUM(reserved), 0) FROM functions"), 0);
+	assert_int_equal(put_config(&f->h[2], key, "res", "{\"reserved\": 3}", &r), 200);
+	resp_free(&r);
+	for (int i = 0; i < NHOSTS; i++) {
+		assert_int_equal(invoke(&f->h[i], key, "res", "warm", NULL, &r), 200);
+		resp_free(&r);
+		assert_int_equal(invoke(&f->h[i], key, "open", "warm", NULL, &r), 200);
+		resp_free(&r);
+	}
+	usleep(1500000); /* every host re-read the limit and the reservation (each second) */
+	for (int i = 0; i < NHOSTS; i++) {
+		burst_start(&rb[i], &f->h[i], key, "res", "slow", PER_HOST);
+		burst_start(&ob[i], &f->h[i], key, "open", "slow", PER_HOST);
+	}
+	for (int i = 0; i < NHOSTS; i++) {
+		int a, b, c, d;
+
+		burst_join(&rb[i]);
+		burst_join(&ob[i]);
+		a = par_count(rb[i].out, PER_HOST, 200, NULL);
+		b = par_count(rb[i].out, PER_HOST, 429, "ReservedConcurrencyLimitExceeded");
+		c = par_count(ob[i].out, PER_HOST, 200, NULL);
+		d = par_count(ob[i].out, PER_HOST, 429, "TenantConcurrencyLimitExceeded");
+		fprintf(stderr, "host %s: res %d admitted, %d refused; open %d admitted, %d refused\n",
+			f->ids[i], a, b, c, d);
+		assert_int_equal(a + b, PER_HOST);
+		assert_int_equal(c + d, PER_HOST);
+		r_ok += a;
+		r_refused += b;
+		o_ok += c;
+		o_refused += d;
+		free(rb[i].out);
+		free(ob[i].out);
+	}
+	long long r_peak = overlap_of(f, "res"), o_peak = overlap_of(f, "open"),
+		  peak = max_overlap(f);
+
+	fprintf(stderr, "fleet: res %d admitted, %d refused, at most %lld at once; open %d "
+		"admitted, %d refused, at most %lld at once; the tenant at most %lld at once\n",
+		r_ok, r_refused, r_peak, o_ok, o_refused, o_peak, peak);
+	assert_true(r_peak <= 3); /* the cap, fleet-wide */
+	assert_true(r_ok >= 3);   /* the guarantee: the unreserved burst did not take its slots */
+	assert_true(o_peak <= 7); /* the rest of the tenant's limit, and no more */
+	assert_true(o_ok >= 7);
+	assert_true(o_peak >= 5); /* it got (nearly) all of it at once */
+	assert_true(peak <= 10);
+	/* Idle hosts give every pool's leases back. */
+	usleep(2000000);
+	assert_int_equal(sql_int(f, "SELECT COALESCE(SUM(slots), 0) FROM slot_leases"), 0);
+	/* Lowering the reservation on one host takes effect on all: res may run 1 at once. */
+	assert_int_equal(put_config(&f->h[0], key, "res", "{\"reserved\": 1}", &r), 200);
+	resp_free(&r);
+	usleep(1500000);
+	for (int i = 0; i < NHOSTS; i++)
+		burst_start(&rb[i], &f->h[i], key, "res", "slow", 4);
+	r_ok = 0;
+	for (int i = 0; i < NHOSTS; i++) {
+		burst_join(&rb[i]);
+		r_ok += par_count(rb[i].out, 4, 200, NULL);
+		free(rb[i].out);
+	}
+	assert_true(r_ok >= 1);
+	assert_true(overlap_of(f, "res") <= 3);
+	char q[512];
+
+	snprintf(q, sizeof(q), "SELECT COALESCE(MAX(c), 0) FROM (SELECT (SELECT COUNT(*) FROM"
+		 " invocations b WHERE b.status = 'Success' AND b.function = 'res' AND b.start_us <="
+		 " a.start_us AND a.start_us < b.start_us + b.duration_us AND b.start_us > %lld) AS c"
+		 " FROM invocations a WHERE a.status = 'Success' AND a.function = 'res') x",
+		 (long long)(now_ms() - 4000) * 1000);
+	fprintf(stderr, "reserved 1: %d admitted, at most %lld at once\n", r_ok, sql_int(f, q));
+	assert_true(sql_int(f, q) <= 1);
+	free(key);
+	for (int i = 0; i < NHOSTS; i++)
+		hd_stop(&f->h[i]);
+}
+
+/*
+ * A host killed with kill -9 while it holds a function's reserved slots:
+ * they come back to the fleet when its heartbeat expires; meanwhile the
+ * tenant's unreserved pool is untouched.
+ */
+static void test_reserved_leases_expire(void **state)
+{
+	struct fleet *f = *state;
+	struct burst b;
+	struct par p[3];
+	struct resp r;
+	char q[200];
+	char *key;
+	int64_t t0;
+
+	hosts_start(f, 2);
+	key = tenant_create(&f->h[0], "acme");
+	deploy(&f->h[0], key, "res", FNS_DIR "/multi", NULL);
+	deploy(&f->h[0], key, "open", FNS_DIR "/multi", NULL);
+	set_limits(&f->h[0], "acme", "{\"max_concurrency\": 6}");
+	assert_int_equal(put_config(&f->h[0], key, "res", "{\"reserved\": 3}", &r), 200);
+	resp_free(&r);
+	usleep(1500000);
+	snprintf(q, sizeof(q), "SELECT COALESCE(SUM(slots), 0) FROM slot_leases WHERE host_id = 'B'"
+		 " AND function_id = %lld", function_id(f, "res"));
+	burst_start(&b, &f->h[1], key, "res", "timeout", 3); /* each runs until its timeout */
+	for (int i = 0; i < 200 && sql_int(f, q) < 3; i++)
+		usleep(20000);
+	assert_int_equal(sql_int(f, q), 3);
+	kill_host(&f->h[1]);
+	t0 = now_ms();
+	burst_join(&b);
+	free(b.out);
+	/* B's leases of res are live still: A gets none of the 3 reserved slots... */
+	par_invoke(&f->h[0], key, "res", "slow", 3, p);
+	assert_int_equal(par_count(p, 3, 429, "ReservedConcurrencyLimitExceeded"), 3);
+	/* ...while the unreserved pool (6 - 3) serves the tenant's other functions. */
+	par_invoke(&f->h[0], key, "open", "slow", 3, p);
+	assert_int_equal(par_count(p, 3, 200, NULL), 3);
+	/* Once B's heartbeat expired (5 s), A leases all 3. */
+	while (now_ms() - t0 < 5500)
+		usleep(100000);
+	par_invoke(&f->h[0], key, "res", "slow", 3, p);
+	assert_int_equal(par_count(p, 3, 200, NULL), 3);
+	free(key);
+	hd_stop(&f->h[0]);
+}
+
+/* Bursts of 4 "slow" invokes on one host until stop (statuses are not the point). */
+struct churn {
+	struct hd *h;
+	const char *key;
+	volatile int *stop;
+	int ok, refused;
+	pthread_t th;
+};
+
+static void *churn_run(void *arg)
+{
+	struct churn *c = arg;
+	struct par p[4];
+
+	while (!*c->stop) {
+		par_invoke(c->h, c->key, "multi", "slow", 4, p);
+		c->ok += par_count(p, 4, 200, NULL);
+		c->refused += par_count(p, 4, 429, NULL);
+	}
+	return NULL;
+}
+
+/* The most successful invocations that overlapped in time among those started after since_ms. */
+static long long overlap_since(struct fleet *f, int64_t since_ms)
+{
+	char q[640];
+
+	snprintf(q, sizeof(q), "SELECT COALESCE(MAX(c), 0) FROM (SELECT (SELECT COUNT(*) FROM"
+		 " invocations b WHERE b.status = 'Success' AND b.start_us > %lld AND b.start_us <="
+		 " a.start_us AND a.start_us < b.start_us + b.duration_us) AS c FROM invocations a"
+		 " WHERE a.status = 'Success' AND a.start_us > %lld) x", (long long)since_ms * 1000,
+		 (long long)since_ms * 1000);
+	return sql_int(f, q);
+}
+
+/*
+ * The limit lowered while every host is busy (never idle, so no lease is given
+ * back for idleness): leases are cut at the hosts' next refresh and the fleet
+ * is within the new limit once what ran at the change has finished.
+ */
+static void test_limit_lowered_under_load(void **state)
+{
+	struct fleet *f = *state;
+	struct churn c[NHOSTS];
+	volatile int stop = 0;
+	int64_t t_change;
+	char *key;
+
+	hosts_start(f, NHOSTS);
+	key = tenant_create(&f->h[0], "acme");
+	deploy(&f->h[0], key, "multi", FNS_DIR "/multi", NULL);
+	set_limits(&f->h[0], "acme", "{\"max_concurrency\": 9}");
+	usleep(1500000);
+	for (int i = 0; i < NHOSTS; i++) {
+		c[i] = (struct churn){ .h = &f->h[i], .key = key, .stop = &stop };
+		assert_int_equal(pthread_create(&c[i].th, NULL, churn_run, &c[i]), 0);
+	}
+	usleep(3000000);
+	long long before = overlap_since(f, 0);
+
+	t_change = now_ms();
+	set_limits(&f->h[1], "acme", "{\"max_concurrency\": 3}");
+	usleep(6000000);
+	stop = 1;
+	for (int i = 0; i < NHOSTS; i++)
+		pthread_join(c[i].th, NULL);
+	/* 1 s to see the change and cut the leases, 0.3 s for what ran to finish, a margin. */
+	long long after = overlap_since(f, t_change + 2500),
+		  started = sql_int(f, "SELECT COUNT(*) FROM invocations");
+
+	fprintf(stderr, "limit 9 -> 3 under load: at most %lld at once before, %lld at once from "
+		"2.5 s after the change; %lld runs in all; %lld slots leased at the end\n", before,
+		after, started, sql_int(f, "SELECT COALESCE(SUM(slots), 0) FROM slot_leases"));
+	assert_true(before > 3); /* the load did use more than the new limit */
+	assert_true(after >= 1);
+	assert_true(after <= 3);
+	free(key);
+	for (int i = 0; i < NHOSTS; i++)
+		hd_stop(&f->h[i]);
+}
+
+/* The hash of a function's latest image (fleet database). */
+static void image_of(struct fleet *f, const char *fn, char sha[65])
+{
+	char q[200];
+
+	snprintf(q, sizeof(q), "SELECT v.image_sha256 FROM versions v JOIN functions f ON f.id ="
+		 " v.function_id AND v.version = f.latest WHERE f.name = '%s'", fn);
+	sql_str(f, q, sha, 65);
+	assert_int_equal(strlen(sha), 64);
+}
+
+static bool cached(struct fleet *f, int i, const char *sha)
+{
+	char p[200];
+
+	snprintf(p, sizeof(p), "%s/state/images/%s.cpio", f->h[i].dir, sha);
+	return access(p, F_OK) == 0;
+}
+
+static long long images_with(struct fleet *f, const char *sha)
+{
+	char q[160];
+
+	snprintf(q, sizeof(q), "SELECT COUNT(*) FROM images WHERE sha256 = '%s'", sha);
+	return sql_int(f, q);
+}
+
+/* Waits up to ms for an image to be gone from the shared store and every host's cache. */
+static bool gone_everywhere(struct fleet *f, const char *sha, int ms)
+{
+	int64_t t0 = now_ms();
+
+	for (;;) {
+		bool any = images_with(f, sha) != 0;
+
+		for (int i = 0; i < NHOSTS && !any; i++)
+			any = f->h[i].pid > 0 && cached(f, i, sha);
+		if (!any) {
+			fprintf(stderr, "image %.12s gone everywhere after %lld ms\n", sha,
+				(long long)(now_ms() - t0));
+			return true;
+		}
+		if (now_ms() - t0 > ms)
+			return false;
+		usleep(50000);
+	}
+}
+
+static long del(struct hd *h, const char *key, const char *path)
+{
+	struct resp r;
+	long st = http(h, "DELETE", path, key, NULL, NULL, 0, NULL, &r);
+
+	resp_free(&r);
+	return st;
+}
+
+/*
+ * Image GC: an image no version uses any more (function deleted, tenant
+ * deleted) leaves the shared store and every host's cache; an image still
+ * used by another function stays; a redeploy of a collected image works.
+ */
+static void test_image_gc_fleet(void **state)
+{
+	struct fleet *f = *state;
+	char hello[65], multi[65], log[4096];
+	struct resp r;
+	char *key, *other;
+
+	hosts_start(f, NHOSTS);
+	key = tenant_create(&f->h[0], "acme");
+	deploy(&f->h[0], key, "hello", EXAMPLES_DIR "/hello", NULL);
+	deploy(&f->h[0], key, "keep", FNS_DIR "/multi", NULL);
+	deploy(&f->h[1], key, "twin", FNS_DIR "/multi", NULL); /* the same image as keep */
+	image_of(f, "hello", hello);
+	image_of(f, "keep", multi);
+	for (int i = 0; i < NHOSTS; i++) {
+		assert_int_equal(invoke(&f->h[i], key, "hello", "{}", NULL, &r), 200);
+		resp_free(&r);
+		assert_int_equal(invoke(&f->h[i], key, "keep", "x", NULL, &r), 200);
+		resp_free(&r);
+		assert_true(cached(f, i, hello) && cached(f, i, multi));
+	}
+	assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM images"), 2);
+	/* Deleting hello (on A): its image goes from the store and from A, B and C. */
+	assert_int_equal(del(&f->h[0], key, "/v1/functions/hello"), 200);
+	assert_true(gone_everywhere(f, hello, 5000));
+	/* Deleting keep (on C): twin still uses the image, which stays everywhere. */
+	assert_int_equal(del(&f->h[2], key, "/v1/functions/keep"), 200);
+	usleep(2500000);
+	assert_int_equal(images_with(f, multi), 1);
+	for (int i = 0; i < NHOSTS; i++) {
+		assert_true(cached(f, i, multi));
+		assert_int_equal(invoke(&f->h[i], key, "twin", "x", NULL, &r), 200);
+		resp_free(&r);
+	}
+	/* Bad input: deleting what is not there, or another tenant's function: 404, nothing lost. */
+	other = tenant_create(&f->h[1], "globex");
+	assert_int_equal(del(&f->h[0], key, "/v1/functions/hello"), 404);
+	assert_int_equal(del(&f->h[1], other, "/v1/functions/twin"), 404);
+	assert_int_equal(del(&f->h[1], key, "/v1/functions/no%20such"), 404);
+	usleep(1000000);
+	assert_int_equal(images_with(f, multi), 1);
+	for (int i = 0; i < NHOSTS; i++) {
+		assert_true(cached(f, i, multi));
+		assert_int_equal(invoke(&f->h[i], key, "twin", "x", NULL, &r), 200);
+		resp_free(&r);
+	}
+	/* The collected image deployed again (another tenant, on B): stored and fetched anew. */
+	deploy(&f->h[1], other, "hello", EXAMPLES_DIR "/hello", NULL);
+	assert_int_equal(images_with(f, hello), 1);
+	for (int i = 0; i < NHOSTS; i++) {
+		assert_int_equal(invoke(&f->h[i], other, "hello", "{}", NULL, &r), 200);
+		assert_non_null(strstr(r.body, "Hello from hearth"));
+		resp_free(&r);
+	}
+	/* Deleting the tenant collects its images too. */
+	assert_int_equal(del(&f->h[2], f->h[0].admin, "/v1/tenants/globex"), 200);
+	assert_true(gone_everywhere(f, hello, 5000));
+	assert_int_equal(images_with(f, multi), 1);
+	/* Observable: counters in /metrics, and a log line. */
+	int shared = 0, local = 0;
+
+	for (int i = 0; i < NHOSTS; i++) {
+		shared += metric(&f->h[i], "hearth_images_removed_total{from=\"shared\"}");
+		local += metric(&f->h[i], "hearth_images_removed_total{from=\"local\"}");
+		assert_true(metric(&f->h[i], "hearth_image_gc_runs_total") >= 2);
+	}
+	fprintf(stderr, "removed: %d from the shared store, %d cached files\n", shared, local);
+	assert_int_equal(shared, 2);
+	assert_int_equal(local, 2 * NHOSTS);
+	assert_int_equal(sh(log, sizeof(log), "grep -h 'removed from the shared store' %s/*/hearthd.log"
+			    " | head -2", f->dir), 0);
+	fprintf(stderr, "%s\n", log);
+	assert_non_null(strstr(log, hello));
+	free(other);
+	free(key);
+	for (int i = 0; i < NHOSTS; i++)
+		hd_stop(&f->h[i]);
+}
+
+/* A deploy on its own thread: its status. */
+struct deploy_job {
+	struct hd *h;
+	const char *key, *name;
+	char *pkg;
+	size_t len;
+	int delay_ms;
+	long status;
+	pthread_t th;
+};
+
+static void *deploy_run(void *arg)
+{
+	struct deploy_job *d = arg;
+	char path[160];
+	struct resp r;
+
+	usleep((useconds_t)d->delay_ms * 1000);
+	snprintf(path, sizeof(path), "/v1/functions/%s", d->name);
+	d->status = http(d->h, "POST", path, d->key, NULL, d->pkg, d->len,
+			 "Content-Type: application/gzip", &r);
+	if (d->status != 201)
+		fprintf(stderr, "deploy of %s: %ld %.*s\n", d->name, d->status, (int)r.len, r.body);
+	resp_free(&r);
+	return NULL;
+}
+
+/* Versions whose image is not in the shared store (never any). */
+static long long orphans(struct fleet *f)
+{
+	return sql_int(f, "SELECT COUNT(*) FROM versions v WHERE NOT EXISTS (SELECT 1 FROM images i"
+		       " WHERE i.sha256 = v.image_sha256)");
+}
+
+/*
+ * Host A deletes the last function using an image while host B deploys the
+ * same image: B's version never points at a removed image. First with both
+ * interleavings forced by a psql transaction holding the image's row (as the
+ * collector does, then as a deploy does), then with real deploys and deletes
+ * on two hosts, many times, at staggered moments.
+ */
+static void test_image_gc_deploy_race(void **state)
+{
+	struct fleet *f = *state;
+	enum { ROUNDS = 12 };
+	char sha[65];
+	int restored = 0, kept = 0;
+	struct resp r;
+	size_t len;
+	char *key, *pkg;
+
+	/*
+	 * Forced, one way: the collector has locked an unused image's row and removes it
+	 * (psql: the update lock, the delete committed 2 s later) while a deploy of the
+	 * same image goes through the store: the deploy waits, stores the image again, and
+	 * its version has it.
+	 */
+	{
+		struct store_options so = { .host_id = "T", .address = "test", .image_dir = f->dir };
+		struct fn_version v = { .memory_mb = 128, .timeout_ms = 1000 };
+		char err[512], path[160], fsha[65], cmd[512];
+		struct store *s = NULL;
+		int64_t t0, *ids;
+		size_t n;
+
+		assert_int_equal(store_open_spec(f->url, &so, &s, err, sizeof(err)), 0);
+		assert_int_equal(store_tenant_create(s, "forced", &v.tenant_id), 0);
+		snprintf(path, sizeof(path), "%s/forced.img", f->dir);
+		assert_int_equal(sh(fsha, sizeof(fsha), "echo forced-image > %s && sha256sum %s | "
+				    "cut -c1-64", path, path), 0);
+		snprintf(cmd, sizeof(cmd), "mv %s %s/%s.cpio", path, f->dir, fsha);
+		assert_int_equal(sh(NULL, 0, "%s", cmd), 0);
+		snprintf(v.image_sha256, sizeof(v.image_sha256), "%s", fsha);
+		snprintf(v.image_path, sizeof(v.image_path), "%s/%s.cpio", f->dir, fsha);
+		snprintf(v.handler, sizeof(v.handler), "/var/task/h");
+		snprintf(v.engine, sizeof(v.engine), "process");
+		snprintf(v.name, sizeof(v.name), "y1");
+		assert_int_equal(store_version_add(s, &v), 0);
+		assert_int_equal(store_function_delete(s, v.tenant_id, "y1", &ids, &n), 0);
+		free(ids);
+		assert_int_equal(images_with(f, fsha), 1); /* unused now */
+		snprintf(cmd, sizeof(cmd), "SELECT 1 FROM images WHERE sha256 = '%s' FOR UPDATE;"
+			 " SELECT pg_sleep(2); DELETE FROM images WHERE sha256 = '%s'", fsha, fsha);
+		assert_int_equal(sh(NULL, 0, "(%s sql %s \"%s\" >/dev/null 2>&1 &)", PG_CLUSTER,
+				    f->pg, cmd), 0);
+		usleep(300000);
+		t0 = now_ms();
+		snprintf(v.name, sizeof(v.name), "y2");
+		assert_int_equal(store_version_add(s, &v), 0);
+		fprintf(stderr, "the deploy waited %lld ms for the removal, then stored the image "
+			"again\n", (long long)(now_ms() - t0));
+		assert_true(now_ms() - t0 >= 1000);
+		assert_int_equal(images_with(f, fsha), 1);
+		assert_int_equal(orphans(f), 0);
+		store_close(s);
+	}
+	hosts_start(f, NHOSTS);
+	key = tenant_create(&f->h[0], "acme");
+	deploy(&f->h[0], key, "x1", FNS_DIR "/multi", NULL);
+	image_of(f, "x1", sha);
+	/* Forced, the other way: a deploy holds the row (key share) and commits its version
+	 * 2 s later: the collector finds the row held and keeps the image. */
+	char q[1024];
+	long long fid;
+
+	deploy(&f->h[0], key, "holder", EXAMPLES_DIR "/hello", NULL);
+	fid = function_id(f, "holder");
+	snprintf(q, sizeof(q), "SELECT 1 FROM images WHERE sha256 = '%s' FOR KEY SHARE;"
+		 " SELECT pg_sleep(2); INSERT INTO versions(function_id, version, image_sha256, handler,"
+		 " args, env, init, memory_mb, timeout_ms, engine, package_bytes, created_at) SELECT"
+		 " %lld, 2, '%s', handler, args, env, init, memory_mb, timeout_ms, engine,"
+		 " package_bytes, created_at FROM versions WHERE function_id = %lld", sha, fid, sha,
+		 fid);
+	assert_int_equal(sh(NULL, 0, "(%s sql %s \"%s\" >/dev/null 2>&1 &)", PG_CLUSTER, f->pg, q),
+			 0);
+	usleep(300000);
+	assert_int_equal(del(&f->h[0], key, "/v1/functions/x1"), 200);
+	usleep(3500000);
+	assert_int_equal(images_with(f, sha), 1); /* held by the "deploy": the collector kept it */
+	assert_int_equal(metric(&f->h[0], "hearth_image_gc_kept_for_deploy_total"), 1);
+	assert_int_equal(orphans(f), 0);
+	assert_int_equal(del(&f->h[0], key, "/v1/functions/holder"), 200);
+	assert_true(gone_everywhere(f, sha, 5000));
+	/* Real deploys and deletes, racing. */
+	pkg = pack(&f->h[1], FNS_DIR "/multi", &len);
+	for (int round = 0; round < ROUNDS; round++) {
+		struct deploy_job d = { .h = &f->h[1], .key = key, .name = "x2", .pkg = pkg,
+					.len = len, .delay_ms = (round * 37) % 400 };
+		long long before = metric(&f->h[0], "hearth_images_removed_total{from=\"shared\"}");
+
+		deploy(&f->h[0], key, "x1", FNS_DIR "/multi", NULL);
+		assert_int_equal(pthread_create(&d.th, NULL, deploy_run, &d), 0);
+		usleep(200000);
+		assert_int_equal(del(&f->h[0], key, "/v1/functions/x1"), 200);
+		pthread_join(d.th, NULL);
+		assert_int_equal(d.status, 201);
+		usleep(300000); /* the collector's sweep after the delete is over */
+		if (metric(&f->h[0], "hearth_images_removed_total{from=\"shared\"}") > before)
+			restored++; /* removed, then stored again by B's deploy */
+		else
+			kept++;
+		/* Whatever the order: x2's image is in the store, and x2 runs on every host. */
+		assert_int_equal(orphans(f), 0);
+		assert_int_equal(images_with(f, sha), 1);
+		for (int i = 0; i < NHOSTS; i++) {
+			assert_int_equal(invoke(&f->h[i], key, "x2", "x", NULL, &r), 200);
+			resp_free(&r);
+		}
+		assert_int_equal(del(&f->h[1], key, "/v1/functions/x2"), 200);
+		assert_true(gone_everywhere(f, sha, 5000));
+	}
+	fprintf(stderr, "%d rounds: the image was removed and stored again by the deploy in %d, "
+		"not removed in %d (of which %d found held by the deploy); no version without its "
+		"image\n", ROUNDS, restored, kept,
+		metric(&f->h[0], "hearth_image_gc_kept_for_deploy_total") - 1);
+	free(pkg);
+	free(key);
+	for (int i = 0; i < NHOSTS; i++)
+		hd_stop(&f->h[i]);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -976,6 +1550,14 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_frozen_host_leases_revoked, fleet_setup,
 						fleet_teardown),
 		cmocka_unit_test_setup_teardown(test_db_restart_under_load, fleet_setup,
+						fleet_teardown),
+		cmocka_unit_test_setup_teardown(test_reserved_fleet_cap, fleet_setup, fleet_teardown),
+		cmocka_unit_test_setup_teardown(test_reserved_leases_expire, fleet_setup,
+						fleet_teardown),
+		cmocka_unit_test_setup_teardown(test_limit_lowered_under_load, fleet_setup,
+						fleet_teardown),
+		cmocka_unit_test_setup_teardown(test_image_gc_fleet, fleet_setup, fleet_teardown),
+		cmocka_unit_test_setup_teardown(test_image_gc_deploy_race, fleet_setup,
 						fleet_teardown),
 	};
 	char why[512];
