@@ -521,3 +521,33 @@ void set_limits(struct hd *h, const char *tenant, const char *json)
 	assert_int_equal(r.status, 200);
 	resp_free(&r);
 }
+
+static void *deploy_job_run(void *arg)
+{
+	struct deploy_job *d = arg;
+	char path[160];
+	struct resp r;
+
+	usleep((useconds_t)d->delay_ms * 1000);
+	snprintf(path, sizeof(path), "/v1/functions/%s", d->name);
+	d->status = http(d->h, "POST", path, d->key, NULL, d->pkg, d->len,
+			 "Content-Type: application/gzip", &r);
+	if (d->status != 201)
+		fprintf(stderr, "deploy of %s: %ld %.*s\n", d->name, d->status, (int)r.len, r.body);
+	resp_free(&r);
+	return NULL;
+}
+
+void deploy_job_start(struct deploy_job *d)
+{
+	if (pthread_create(&d->th, NULL, deploy_job_run, d) != 0) {
+		fprintf(stderr, "deploy_job_start: pthread_create failed\n");
+		abort();
+	}
+}
+
+long deploy_job_wait(struct deploy_job *d)
+{
+	pthread_join(d->th, NULL);
+	return d->status;
+}

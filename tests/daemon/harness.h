@@ -6,6 +6,7 @@
 #ifndef HEARTH_TESTS_HARNESS_H
 #define HEARTH_TESTS_HARNESS_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -43,6 +44,23 @@ extern const char *const process_engine[];
 int free_port(void);
 size_t on_data(char *p, size_t sz, size_t n, void *ud);
 void resp_free(struct resp *r);
+/*
+ * A deploy (POST /v1/functions/<name> of a packed function) on a thread of its
+ * own, after delay_ms: for races against deletes. status holds the answer.
+ */
+struct deploy_job {
+	struct hd *h;
+	const char *key, *name;
+	const char *pkg;
+	size_t len;
+	int delay_ms;
+	long status;
+	pthread_t th;
+};
+void deploy_job_start(struct deploy_job *d);
+/* Joins it; its status. */
+long deploy_job_wait(struct deploy_job *d);
+
 long http(struct hd *h, const char *method, const char *path, const char *key,
 		 const char *tenant, const void *body, size_t len, const char *extra, struct resp *r);
 const char *hdr(struct resp *r, const char *name);

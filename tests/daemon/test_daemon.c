@@ -667,28 +667,6 @@ static long delete_fn(struct hd *h, const char *key, const char *fn)
 	return st;
 }
 
-struct gc_deploy {
-	struct hd *h;
-	const char *key, *name;
-	const char *pkg;
-	size_t len;
-	long status;
-	pthread_t th;
-};
-
-static void *gc_deploy_run(void *arg)
-{
-	struct gc_deploy *d = arg;
-	char path[128];
-	struct resp r;
-
-	snprintf(path, sizeof(path), "/v1/functions/%s", d->name);
-	d->status = http(d->h, "POST", path, d->key, NULL, d->pkg, d->len,
-			 "Content-Type: application/gzip", &r);
-	resp_free(&r);
-	return NULL;
-}
-
 /*
  * Image GC on SQLite: an image two functions share stays until the second is
  * deleted; orphans (a refused deploy's image, a stray image file, an old
@@ -765,14 +743,13 @@ static void test_image_gc(void **state)
 	/* A deploy racing the deletion of the last function using its image (a timer sweep too). */
 	pkg = pack(h, FNS_DIR "/multi", &len);
 	for (int round = 0; round < 10; round++) {
-		struct gc_deploy d = { .h = h, .key = key, .name = "y", .pkg = pkg, .len = len };
+		struct deploy_job d = { .h = h, .key = key, .name = "y", .pkg = pkg, .len = len };
 
 		deploy(h, key, "x", FNS_DIR "/multi", NULL);
-		assert_int_equal(pthread_create(&d.th, NULL, gc_deploy_run, &d), 0);
+		deploy_job_start(&d);
 		usleep((useconds_t)(round % 5) * 20000);
 		assert_int_equal(delete_fn(h, key, "x"), 200);
-		pthread_join(d.th, NULL);
-		assert_int_equal(d.status, 201);
+		assert_int_equal(deploy_job_wait(&d), 201);
 		usleep(100000);
 		assert_true(image_file(h, multi));
 		assert_int_equal(invoke(h, key, "y", "x", NULL, &r), 200);

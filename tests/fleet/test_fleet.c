@@ -1371,32 +1371,6 @@ static void test_image_gc_fleet(void **state)
 }
 
 /* A deploy on its own thread: its status. */
-struct deploy_job {
-	struct hd *h;
-	const char *key, *name;
-	char *pkg;
-	size_t len;
-	int delay_ms;
-	long status;
-	pthread_t th;
-};
-
-static void *deploy_run(void *arg)
-{
-	struct deploy_job *d = arg;
-	char path[160];
-	struct resp r;
-
-	usleep((useconds_t)d->delay_ms * 1000);
-	snprintf(path, sizeof(path), "/v1/functions/%s", d->name);
-	d->status = http(d->h, "POST", path, d->key, NULL, d->pkg, d->len,
-			 "Content-Type: application/gzip", &r);
-	if (d->status != 201)
-		fprintf(stderr, "deploy of %s: %ld %.*s\n", d->name, d->status, (int)r.len, r.body);
-	resp_free(&r);
-	return NULL;
-}
-
 /* Versions whose image is not in the shared store (never any). */
 static long long orphans(struct fleet *f)
 {
@@ -1501,11 +1475,10 @@ static void test_image_gc_deploy_race(void **state)
 		long long before = metric(&f->h[0], "hearth_images_removed_total{from=\"shared\"}");
 
 		deploy(&f->h[0], key, "x1", FNS_DIR "/multi", NULL);
-		assert_int_equal(pthread_create(&d.th, NULL, deploy_run, &d), 0);
+		deploy_job_start(&d);
 		usleep(200000);
 		assert_int_equal(del(&f->h[0], key, "/v1/functions/x1"), 200);
-		pthread_join(d.th, NULL);
-		assert_int_equal(d.status, 201);
+		assert_int_equal(deploy_job_wait(&d), 201);
 		usleep(300000); /* the collector's sweep after the delete is over */
 		if (metric(&f->h[0], "hearth_images_removed_total{from=\"shared\"}") > before)
 			restored++; /* removed, then stored again by B's deploy */
