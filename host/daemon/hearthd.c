@@ -302,6 +302,19 @@ int main(int argc, char **argv)
 			fprintf(stderr, "hearthd: options from %s%s\n", conf,
 				named ? "" : " (the default file)");
 	}
+	/*
+	 * Before any thread exists (the store's heartbeat, the engines' pools, the
+	 * scheduler, quota, image GC, async): they inherit the mask, so SIGTERM,
+	 * SIGINT and SIGHUP reach only the sigwait below. A thread created with
+	 * them unblocked took a SIGTERM's default action now and then: hearthd
+	 * died by the signal instead of shutting down.
+	 */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': break; /* read above */
@@ -533,12 +546,6 @@ int main(int argc, char **argv)
 	apicfg.allow_server_path_deploy = server_path;
 	apicfg.threads = 2;
 	apicfg.ui_dir = ui_dir;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	if (api_start(&apicfg, store, sched, async, &api))
 		return 1;
 	hlog_info("hearthd", "ready (engine %s, state %s)", hearth_engine_name(eng.dflt), state_dir);
