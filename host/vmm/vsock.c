@@ -486,7 +486,12 @@ static void process_tx(struct vsock_dev *d)
 		}
 		if (r == 0)
 			break;
-		if (handle_tx(d, &ch) < 0)
+		/*
+		 * A packet can also fail the device indirectly: the reply it
+		 * queued (send_ctrl) found a bad rx ring. A failed device
+		 * completes nothing more, not even this chain.
+		 */
+		if (handle_tx(d, &ch) < 0 || !virtio_mmio_active(&d->t))
 			return;
 		virtq_push(q, &d->vm->mem, ch.head, 0);
 		pushed = true;
