@@ -143,6 +143,8 @@ static void conn_close(struct vsock_conn *c)
  */
 static void conn_watch(struct vsock_conn *c)
 {
+	if (!c->used)
+		return; /* closed meanwhile: a control packet's flush failed the device */
 	uint32_t ev = (c->rx_blocked ? 0 : EPOLLIN) | (c->tx_len ? EPOLLOUT : 0);
 	if (!ev) {
 		if (c->h.fd >= 0) {
@@ -209,7 +211,12 @@ static void flush_ctrl(struct vsock_dev *d)
 		virtio_mmio_interrupt(&d->t, VIRTIO_INT_USED);
 }
 
-/* Queues a control packet for the guest; false when the queue is full (it was not sent). */
+/*
+ * Queues a control packet for the guest; false when the queue is full (it was
+ * not sent). Flushing it may find a bad rx ring and fail the device, which
+ * closes every connection, c included: callers must not assume c is still
+ * open.
+ */
 static bool send_ctrl(struct vsock_dev *d, struct vsock_conn *c, uint32_t host_port,
 		      uint32_t guest_port, uint16_t op, uint32_t flags)
 {
