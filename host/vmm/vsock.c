@@ -104,6 +104,8 @@ static struct vsock_conn *conn_alloc(struct vsock_dev *d, int fd, uint32_t host_
 			if (i == VSOCK_MAX_CONNS - 1 && !reclaimed) {
 				reclaimed = true;
 				conn_reclaim(d);
+				if (!virtio_mmio_active(&d->t))
+					return NULL; /* the reset it sent failed the device */
 				i = -1; /* look again */
 			}
 			continue;
@@ -212,14 +214,16 @@ static void flush_ctrl(struct vsock_dev *d)
 }
 
 /*
- * Queues a control packet for the guest; false when the queue is full (it was
- * not sent). Flushing it may find a bad rx ring and fail the device, which
- * closes every connection, c included: callers must not assume c is still
- * open.
+ * Queues a control packet for the guest; false when the queue is full or the
+ * device failed (it was not sent). Flushing it may find a bad rx ring and
+ * fail the device, which closes every connection, c included: callers must
+ * not assume c is still open.
  */
 static bool send_ctrl(struct vsock_dev *d, struct vsock_conn *c, uint32_t host_port,
 		      uint32_t guest_port, uint16_t op, uint32_t flags)
 {
+	if (!virtio_mmio_active(&d->t))
+		return false; /* failed on the way here: it sends nothing until a reset */
 	if (d->nctrl == VSOCK_CTRLQ) {
 		fprintf(stderr, "hearth-vmm: vsock: control queue full, dropping op %u\n", op);
 		return false;
