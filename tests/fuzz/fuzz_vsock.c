@@ -172,10 +172,7 @@ static struct {
 	int lis[2]; /* the host services guests connect to (<uds>_<port>) */
 	int report_fd;
 	bool trace; /* FUZZ_VSOCK_TRACE set: print each action */
-	struct {
-		int fd;
-		bool host; /* a hybrid-socket client, else accepted from a guest connection */
-	} peer[MAX_PEERS];
+	int peer[MAX_PEERS]; /* hybrid-socket clients and accepted guest connections */
 	int npeers;
 	int64_t clock_ms;
 	int irq_level;
@@ -441,20 +438,17 @@ static bool reg_taints(uint64_t off, uint32_t len)
 
 /* ---- host peers ---- */
 
-static void peer_add(int fd, bool host)
+static void peer_add(int fd)
 {
-	if (g.npeers == MAX_PEERS) {
+	if (g.npeers == MAX_PEERS)
 		close(fd);
-		return;
-	}
-	g.peer[g.npeers].fd = fd;
-	g.peer[g.npeers].host = host;
-	g.npeers++;
+	else
+		g.peer[g.npeers++] = fd;
 }
 
 static void peer_del(int i)
 {
-	close(g.peer[i].fd);
+	close(g.peer[i]);
 	g.peer[i] = g.peer[--g.npeers];
 }
 
@@ -463,7 +457,7 @@ static void accept_peers(void)
 	for (int i = 0; i < 2; i++) {
 		int fd;
 		while ((fd = accept4(g.lis[i], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
-			peer_add(fd, false);
+			peer_add(fd);
 	}
 }
 
@@ -939,7 +933,7 @@ static void act_host_connect(struct rd *r)
 	if (fd < 0)
 		return;
 	host_send(fd, line, n);
-	peer_add(fd, true);
+	peer_add(fd);
 }
 
 /*
@@ -1046,13 +1040,13 @@ static void act(struct rd *r)
 			break;
 		for (unsigned i = 0; i < n; i++)
 			iobuf[i] = (uint8_t)(p + i);
-		host_send(g.peer[p % g.npeers].fd, iobuf, n);
+		host_send(g.peer[p % g.npeers], iobuf, n);
 		break;
 	}
 	case FV_OP_HOST_READ: {
 		uint8_t p = g8(r);
 		if (g.npeers)
-			host_drain(g.peer[p % g.npeers].fd, img, 0);
+			host_drain(g.peer[p % g.npeers], img, 0);
 		break;
 	}
 	case FV_OP_HOST_CLOSE: {
@@ -1063,7 +1057,7 @@ static void act(struct rd *r)
 		if (mode == 0)
 			peer_del(i);
 		else
-			shutdown(g.peer[i].fd, mode == 1 ? SHUT_WR : SHUT_RD);
+			shutdown(g.peer[i], mode == 1 ? SHUT_WR : SHUT_RD);
 		break;
 	}
 	case FV_OP_TIME: g.clock_ms += 4 * (int64_t)g16(r); break;
@@ -1167,10 +1161,10 @@ static void recover(void)
 	need(log_find(mark, OP_RESPONSE, FV_HPORT_A, GPORT),
 	     "after a reset, a guest connection is not accepted");
 	send_simple(OP_RW, GPORT, FV_HPORT_A, "ping");
-	n = host_drain(g.peer[0].fd, got, sizeof(got));
+	n = host_drain(g.peer[0], got, sizeof(got));
 	need(n == 4 && !memcmp(got, "ping", 4), "after a reset, guest bytes do not reach the host");
 	mark = g.nlog;
-	host_send(g.peer[0].fd, "pong", 4);
+	host_send(g.peer[0], "pong", 4);
 	for (int i = 0; i < 16 && !(e = log_find(mark, OP_RW, FV_HPORT_A, GPORT)); i++)
 		serve_round(accepted, &naccepted);
 	need(e && e->h.len == 4 && !memcmp(e->data, "pong", 4),
@@ -1179,7 +1173,7 @@ static void recover(void)
 	/* a host client -> guest port 8888 */
 	int fd = host_connect();
 	need(fd >= 0, "after a reset, the hybrid socket refuses a client");
-	peer_add(fd, true);
+	peer_add(fd);
 	host_send(fd, "CONNECT 8888\n", 13);
 	n = 0;
 	for (int i = 0; i < 16 && !memchr(got, '\n', n); i++) {
