@@ -1,7 +1,9 @@
 /*
  * evloop.h - the main thread's epoll loop. Handlers are structs embedded in
  * their owner, so registering allocates nothing; the owner must ev_del()
- * before freeing. Only the main thread calls these.
+ * before freeing. An ev_del()ed handler may still get one event from the
+ * batch ev_run_once is dispatching, so its cb must stay callable (and make
+ * nothing of it). Only the main thread calls these.
  */
 #ifndef HEARTH_VMM_EVLOOP_H
 #define HEARTH_VMM_EVLOOP_H

@@ -67,6 +67,22 @@ static struct vsock_conn *conn_find(struct vsock_dev *d, uint32_t host_port, uin
 
 static void conn_event(struct ev_handler *h, uint32_t events);
 
+/*
+ * Clears a slot but for its handler, whose callback stays conn_event from
+ * vsock_init on: events already taken from epoll may still name a slot that
+ * was closed since - by an earlier handler of the same batch (one whose
+ * flush failed the device closes every connection), or by a vCPU thread
+ * while the main thread dispatches without the lock. They must find a
+ * callable handler; conn_event drops them (no device, or not established).
+ */
+static void conn_wipe(struct vsock_conn *c)
+{
+	size_t h_at = offsetof(struct vsock_conn, h), h_end = h_at + sizeof(c->h);
+	memset(c, 0, h_at);
+	memset((char *)c + h_end, 0, sizeof(*c) - h_end);
+	c->h.fd = -1;
+}
+
 static void conn_close(struct vsock_conn *c);
 static bool send_ctrl(struct vsock_dev *d, struct vsock_conn *c, uint32_t host_port,
 		      uint32_t guest_port, uint16_t op, uint32_t flags);
@@ -104,16 +120,16 @@ static struct vsock_conn *conn_alloc(struct vsock_dev *d, int fd, uint32_t host_
 			if (i == VSOCK_MAX_CONNS - 1 && !reclaimed) {
 				reclaimed = true;
 				conn_reclaim(d);
+				if (!virtio_mmio_active(&d->t))
+					return NULL; /* the reset it sent failed the device */
 				i = -1; /* look again */
 			}
 			continue;
 		}
-		memset(c, 0, sizeof(*c));
+		conn_wipe(c);
 		c->dev = d;
 		c->used = true;
 		c->fd = fd;
-		c->h.cb = conn_event;
-		c->h.fd = -1;
 		c->host_port = host_port;
 		c->guest_port = guest_port;
 		d->stat_conns++;
@@ -130,8 +146,7 @@ static void conn_close(struct vsock_conn *c)
 		ev_del(c->dev->loop, &c->h);
 	close(c->fd);
 	free(c->tx);
-	memset(c, 0, sizeof(*c));
-	c->h.fd = -1;
+	conn_wipe(c);
 }
 
 /*
@@ -143,6 +158,8 @@ static void conn_close(struct vsock_conn *c)
  */
 static void conn_watch(struct vsock_conn *c)
 {
+	if (!c->used)
+		return; /* closed meanwhile: a control packet's flush failed the device */
 	uint32_t ev = (c->rx_blocked ? 0 : EPOLLIN) | (c->tx_len ? EPOLLOUT : 0);
 	if (!ev) {
 		if (c->h.fd >= 0) {
@@ -209,10 +226,17 @@ static void flush_ctrl(struct vsock_dev *d)
 		virtio_mmio_interrupt(&d->t, VIRTIO_INT_USED);
 }
 
-/* Queues a control packet for the guest; false when the queue is full (it was not sent). */
+/*
+ * Queues a control packet for the guest; false when the queue is full or the
+ * device failed (it was not sent). Flushing it may find a bad rx ring and
+ * fail the device, which closes every connection, c included: callers must
+ * not assume c is still open.
+ */
 static bool send_ctrl(struct vsock_dev *d, struct vsock_conn *c, uint32_t host_port,
 		      uint32_t guest_port, uint16_t op, uint32_t flags)
 {
+	if (!virtio_mmio_active(&d->t))
+		return false; /* failed on the way here: it sends nothing until a reset */
 	if (d->nctrl == VSOCK_CTRLQ) {
 		fprintf(stderr, "hearth-vmm: vsock: control queue full, dropping op %u\n", op);
 		return false;
@@ -486,7 +510,12 @@ static void process_tx(struct vsock_dev *d)
 		}
 		if (r == 0)
 			break;
-		if (handle_tx(d, &ch) < 0)
+		/*
+		 * A packet can also fail the device indirectly: the reply it
+		 * queued (send_ctrl) found a bad rx ring. A failed device
+		 * completes nothing more, not even this chain.
+		 */
+		if (handle_tx(d, &ch) < 0 || !virtio_mmio_active(&d->t))
 			return;
 		virtq_push(q, &d->vm->mem, ch.head, 0);
 		pushed = true;
@@ -722,8 +751,10 @@ void vsock_init(struct vsock_dev *d, struct vm *vm, struct evloop *loop, uint64_
 	d->guest_cid = guest_cid;
 	d->next_host_port = FIRST_HOST_PORT;
 	d->listen_fd = -1;
-	for (int i = 0; i < VSOCK_MAX_CONNS; i++)
+	for (int i = 0; i < VSOCK_MAX_CONNS; i++) {
+		d->conns[i].h.cb = conn_event; /* for good: see conn_wipe */
 		d->conns[i].h.fd = -1;
+	}
 	virtio_mmio_init(&d->t, vm, base, irq, &vsock_ops, d);
 	if (!uds_path)
 		return;

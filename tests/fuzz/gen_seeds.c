@@ -1,6 +1,6 @@
 /*
  * gen_seeds - writes the generated seed corpora of the fuzz targets frame,
- * client, snapshot and virtq into DIR/<target>/ (tests/fuzz/corpus is where
+ * client, snapshot, virtq and vsock into DIR/<target>/ (tests/fuzz/corpus is where
  * they are committed): well-formed inputs that reach deep into each parser,
  * so the fuzzers start from the real formats instead of rediscovering them.
  *
@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fuzz_vsock.h"
 #include "msg.h"
 #include "snapshot.h"
 
@@ -315,6 +316,284 @@ static void gen_virtq(void)
 	put("virtq", "end-of-ram", in, sizeof(in), NULL, 0);
 }
 
+/* vsock: programs of guest and host actions; see fuzz_vsock.h. */
+static uint8_t vb[4096];
+static size_t vn;
+
+static void v8(unsigned v)
+{
+	if (vn == sizeof(vb))
+		exit(1);
+	vb[vn++] = (uint8_t)v;
+}
+
+static void v16(unsigned v)
+{
+	v8(v & 0xff);
+	v8(v >> 8);
+}
+
+static void v32(uint32_t v)
+{
+	v16(v & 0xffff);
+	v16(v >> 16);
+}
+
+static void vput(const char *name)
+{
+	put("vsock", name, vb, vn, NULL, 0);
+	vn = 0;
+}
+
+/* Port selectors (fuzz_vsock.h): small table, or the port itself below 0xf0. */
+enum { P_A, P_B, P_LAST_SRC, P_LAST_DST, P_GPORT, P_FIRST_HOST, P_NONE, P_MAX };
+
+static void v_init(unsigned p)
+{
+	v8(FV_OP_INIT);
+	v8(p);
+}
+
+static void v_rx(unsigned n, unsigned len, unsigned f)
+{
+	v8(FV_OP_RX_POST);
+	v8(n - 1);
+	v16(len);
+	v8(f);
+}
+
+static void v_ev(unsigned n, unsigned len, unsigned f)
+{
+	v8(FV_OP_EVENT_POST);
+	v8(n - 1);
+	v8(len);
+	v8(f);
+}
+
+/* m: fuzz_vsock.h's mode byte (no raw CIDs or type here); c: buf_alloc/fwd_cnt modes 0-2. */
+static void v_tx(unsigned op, unsigned src, unsigned dst, unsigned m, uint32_t rawlen,
+		 unsigned split, unsigned flags, unsigned c, unsigned plen, unsigned seed)
+{
+	v8(FV_OP_TX);
+	v8(op);
+	v8(src);
+	v8(dst);
+	v8(m);
+	if ((m & 3) == 1)
+		v32(rawlen);
+	if (((m >> 4) & 3) == 2)
+		v8(split);
+	v8(flags);
+	v8(c);
+	v16(plen);
+	v8(seed);
+}
+
+static void v_pkt(unsigned op, unsigned src, unsigned dst, unsigned plen)
+{
+	v_tx(op, src, dst, plen > 4000 ? 0x10 : 0, 0, 0, 0, 0, plen, op);
+}
+
+static void v1(unsigned op)
+{
+	v8(op);
+}
+
+static void v_peer(unsigned op, unsigned peer)
+{
+	v8(op);
+	v8(peer);
+}
+
+static void v_host_write(unsigned peer, unsigned n)
+{
+	v8(FV_OP_HOST_WRITE);
+	v8(peer);
+	v16(n);
+}
+
+static void v_host_connect(unsigned port_sel, unsigned mode)
+{
+	v8(FV_OP_HOST_CONNECT);
+	v8(port_sel);
+	v8(mode);
+}
+
+static void v_poke(unsigned q, unsigned field, unsigned idx, uint32_t val)
+{
+	v8(FV_OP_POKE);
+	v8(q + 3 * field);
+	v16(idx);
+	v32(val);
+	v32(0);
+}
+
+static void v_mmio(unsigned m, unsigned off, uint32_t val)
+{
+	v8(FV_OP_MMIO);
+	v8(m);
+	v16(off);
+	if (m & 8)
+		v32(val);
+}
+
+/* A connected guest: driver up, rx buffers, a connection to the host service A. */
+static void v_guest_connected(void)
+{
+	v_init(6);
+	v_ev(2, 4, 0);
+	v_rx(16, 4096, 0);
+	v_pkt(1, P_GPORT, P_A, 0); /* REQUEST */
+	v1(FV_OP_CONSUME);
+}
+
+static void gen_vsock(void)
+{
+	v_init(6);
+	vput("init");
+
+	v_guest_connected();
+	v_pkt(5, P_GPORT, P_A, 100); /* RW */
+	v_peer(FV_OP_HOST_READ, 0);
+	v_host_write(0, 300);
+	v1(FV_OP_CONSUME);
+	v_pkt(7, P_GPORT, P_A, 0);   /* CREDIT_REQUEST */
+	v_tx(4, P_GPORT, P_A, 0, 0, 0, 3, 0, 0, 0); /* SHUTDOWN both */
+	v1(FV_OP_ACK);
+	vput("guest-connect-exchange");
+
+	v_init(6);
+	v_ev(2, 4, 0);
+	v_rx(16, 4096, 2);
+	v_host_connect(80, 0);
+	v1(FV_OP_CONSUME);
+	v_pkt(2, P_LAST_DST, P_LAST_SRC, 0); /* RESPONSE */
+	v_peer(FV_OP_HOST_READ, 0);
+	v_host_write(0, 1000);
+	v1(FV_OP_CONSUME);
+	v_pkt(5, 80, P_LAST_SRC, 50);
+	v_peer(FV_OP_HOST_READ, 0);
+	v8(FV_OP_HOST_CLOSE);
+	v8(0);
+	v8(0);
+	v1(FV_OP_CONSUME);
+	vput("host-connect-exchange");
+
+	/* Over 64 KiB guest -> host: the device owes a credit update. */
+	v_guest_connected();
+	for (int i = 0; i < 3; i++) {
+		v_pkt(5, P_GPORT, P_A, 65535);
+		v_peer(FV_OP_HOST_READ, 0);
+	}
+	v1(FV_OP_CONSUME);
+	vput("guest-bulk-credit");
+
+	/* Host -> guest beyond the guest's 4 KiB window, rx buffers refilled. */
+	v_init(6);
+	v_rx(16, 4096, 0);
+	v_tx(1, P_GPORT, P_A, 0, 0, 0, 0, 1, 0, 0); /* REQUEST, buf_alloc 4096 */
+	v_host_write(0, 65535);
+	v_host_write(0, 65535);
+	v1(FV_OP_CONSUME);
+	v_pkt(6, P_GPORT, P_A, 0);   /* CREDIT_UPDATE */
+	v_rx(16, 100, 0);
+	v1(FV_OP_CONSUME);
+	v8(FV_OP_HOST_CLOSE);
+	v8(0);
+	v8(1);
+	vput("host-flood-credit");
+
+	/* Hostile rings. */
+	v_init(6);
+	v_rx(4, 4096, 0);
+	v_poke(1, 4, 0, 200);        /* tx avail idx far ahead */
+	v8(FV_OP_NOTIFY);
+	v8(1);
+	vput("hostile-avail-idx");
+
+	v_init(6);
+	v_tx(5, P_GPORT, P_A, 0x40, 0, 0, 0, 0, 10, 0); /* published, not notified */
+	v_poke(1, 2, 0, 1);          /* desc 0: NEXT */
+	v_poke(1, 3, 0, 0);          /* ... to itself */
+	v8(FV_OP_NOTIFY);
+	v8(1);
+	vput("hostile-desc-loop");
+
+	v_init(6);
+	v_rx(4, 4096, 0);
+	v_tx(5, P_GPORT, P_A, 1, 0x10001, 0, 0, 0, 16, 0); /* hdr.len past 64 KiB */
+	vput("hostile-oversize-len");
+
+	v_init(6);
+	v_tx(1, P_GPORT, P_A, 0x20, 0, 20, 0, 0, 0, 0); /* header split over two descriptors */
+	v_poke(1, 0, 0, 0xfffff000u); /* first descriptor off RAM */
+	v_tx(5, P_GPORT, P_A, 0, 0, 0, 0, 0, 8, 0);
+	vput("hostile-desc-off-ram");
+
+	v_init(6);
+	v_rx(1, 20, 1);              /* an rx buffer smaller than a header */
+	v_pkt(1, P_GPORT, P_NONE, 0); /* no service there: the device owes a reset */
+	v_mmio(2, 0x70, 0);          /* status: DEVICE_NEEDS_RESET */
+	v8(FV_OP_NOTIFY);
+	v8(1);
+	vput("failed-then-kicked");
+
+	/* A restore: transport reset event, its ack, then host clients again. */
+	v_guest_connected();
+	v8(FV_OP_RESTORE);
+	v1(FV_OP_CONSUME);
+	v_host_connect(80, 0);
+	v_ev(1, 4, 0);
+	v1(FV_OP_CONSUME);
+	v_pkt(2, P_LAST_DST, P_LAST_SRC, 0);
+	v_peer(FV_OP_HOST_READ, 0);
+	vput("restore-event-ack");
+
+	/* Every slot taken by unanswered requests; time passes; one more client. */
+	v_init(6);
+	for (unsigned i = 0; i < 33; i++)
+		v_host_connect(100 + i, 0);
+	v8(FV_OP_TIME);
+	v16(1000);                   /* 4 s */
+	v_host_connect(P_GPORT, 0);
+	v_rx(16, 4096, 0);
+	v1(FV_OP_CONSUME);
+	vput("half-open-reclaim");
+
+	/* Host clients that never finish, or send garbage. */
+	v_init(6);
+	v_host_connect(90, 1);
+	v8(FV_OP_HOST_CONNECT);
+	v8(91);
+	v8(2);
+	v8(10);
+	for (int i = 0; i < 10; i++)
+		v8("CONNECT x\n"[i]);
+	v_host_connect(92, 3);
+	v8(255);
+	v_rx(4, 4096, 0);
+	v8(FV_OP_TIME);
+	v16(1000);
+	v_host_connect(93, 0);
+	v1(FV_OP_CONSUME);
+	vput("host-bad-clients");
+
+	/* Every register and config byte, reads and writes, some queue out of range. */
+	for (unsigned off = 0; off < 0x200; off += 4)
+		v_mmio(2, off, 0);
+	v_mmio(0, 0x101, 0);
+	v_mmio(3, 0x100, 0);
+	v_mmio(1, 0x1ff, 0);
+	v_mmio(4 | 2, 0x1fe, 0);
+	v_mmio(8 | 2, 0x30, 7);      /* QueueSel 7 */
+	v_mmio(8 | 2, 0x38, 64);
+	v_mmio(8 | 2, 0x44, 1);
+	v_mmio(8 | 2, 0x50, 9);
+	v_mmio(8 | 2, 0x64, 3);
+	v_mmio(8 | 1, 0x70, 0xf);
+	vput("mmio-sweep");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -327,5 +606,6 @@ int main(int argc, char **argv)
 	gen_client();
 	gen_snapshot();
 	gen_virtq();
+	gen_vsock();
 	return 0;
 }
