@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -127,11 +128,19 @@ int vmm_spawn(struct vmm_run *r, const char *const *argv)
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
+		/*
+		 * stdout too: a VMM left behind must not hold the test's stdout,
+		 * which is ctest's pipe (ctest then waits for it to close, far
+		 * past the test's end, and prints nothing). And it dies with the
+		 * test process.
+		 */
 		int fd = open(r->errlog, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 		if (fd >= 0) {
+			dup2(fd, 1);
 			dup2(fd, 2);
 			close(fd);
 		}
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execv(av[0], (char *const *)av);
 		_exit(127);
 	}
