@@ -100,6 +100,10 @@ static void usage(FILE *f)
 		"                         connecting or of the previous response (default 10)\n"
 		"  --image-gc-interval S  sweep for images no version uses every S seconds (default\n"
 		"                         600; also at start and after every deletion)\n"
+		"  --ledger-batch-ms N    invocation records are appended to a journal next to the\n"
+		"                         SQLite store (durable from then on) and committed to it in\n"
+		"                         batches: a batch waits up to N ms for more (default 2;\n"
+		"                         0 = at once). Every read of usage or logs commits first.\n"
 		"  --ui-dir DIR           the web console's files, served at /ui/ (default %s;\n"
 		"                         'none' = no console)\n"
 		"  --aws-region R         the same as --region\n"
@@ -258,6 +262,7 @@ int main(int argc, char **argv)
 		{ "unix-max-connections", required_argument, NULL, 'X' },
 		{ "header-timeout", required_argument, NULL, 'T' },
 		{ "image-gc-interval", required_argument, NULL, 'i' },
+		{ "ledger-batch-ms", required_argument, NULL, 'L' },
 		{ "ui-dir", required_argument, NULL, 'W' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "aws-region", required_argument, NULL, 'G' },
@@ -285,7 +290,7 @@ int main(int argc, char **argv)
 	struct api *api = NULL;
 	struct quota *quota = NULL;
 	struct imagegc *imagegc = NULL;
-	int gc_interval = IMAGEGC_DEFAULT_INTERVAL_S;
+	int gc_interval = IMAGEGC_DEFAULT_INTERVAL_S, ledger_batch_ms = 2;
 	char host[256] = "", path[PATH_MAX], err[512];
 	int port = 0, c, sig;
 	sigset_t set;
@@ -373,6 +378,13 @@ int main(int argc, char **argv)
 		case 'X': apicfg.unix_max_conns = positive_arg("--unix-max-connections", optarg); break;
 		case 'T': apicfg.header_timeout_s = positive_arg("--header-timeout", optarg); break;
 		case 'i': gc_interval = positive_arg("--image-gc-interval", optarg); break;
+		case 'L':
+			ledger_batch_ms = strcmp(optarg, "0") ? positive_arg("--ledger-batch-ms", optarg) : 0;
+			if (ledger_batch_ms > 600000) {
+				fprintf(stderr, "hearthd: --ledger-batch-ms wants 0 to 600000\n");
+				return 2;
+			}
+			break;
 		case 'W': ui_dir = strcmp(optarg, "none") ? optarg : NULL; break;
 		case 'v': hlog_set_verbose(true); break;
 		case 'h': usage(stdout); return 0;
@@ -428,8 +440,11 @@ int main(int argc, char **argv)
 	}
 	snprintf(images, sizeof(images), "%s/images", state_dir);
 	{
+		/* Invocation records: a journal append per invoke, a transaction per batch. */
 		struct store_options so = { .host_id = host_id, .address = listen,
-					    .image_dir = images, .state_dir = state_dir };
+					    .image_dir = images, .state_dir = state_dir,
+					    .ledger_journal = true,
+					    .ledger_batch_us = (unsigned)ledger_batch_ms * 1000 };
 
 		if (store_open_spec(store_spec ? store_spec : path, &so, &store, serr, sizeof(serr))) {
 			fprintf(stderr, "hearthd: store: %s\n", serr);

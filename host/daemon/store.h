@@ -40,6 +40,13 @@ struct store_options {
 	const char *address;    /* its API address, shown by `hearthctl status` */
 	const char *image_dir;  /* images by hash: deploys' and (PostgreSQL) fetched ones; GC'd */
 	const char *state_dir;  /* the ledger spool (records made while the database is away) */
+	/*
+	 * SQLite: invocation records go through a journal next to the database
+	 * and are committed in batches (ledger.h). batch_us: how long a batch
+	 * waits for more records (0: none).
+	 */
+	bool ledger_journal;
+	unsigned ledger_batch_us;
 };
 /* true for postgresql://... and postgres://... */
 bool store_is_url(const char *spec);
@@ -261,7 +268,14 @@ struct inv_record {
 	const uint8_t *logs;
 	size_t logs_len;
 };
+/*
+ * Records one invocation. With the ledger journal (store_options), it is on
+ * file when this returns and committed within milliseconds; every reader of
+ * records waits for that commit first.
+ */
 int store_invocation_add(struct store *s, const struct inv_record *r);
+/* n records in one transaction (rcs[i]: each one's outcome, -EEXIST if stored before). */
+int store_invocation_add_batch(struct store *s, const struct inv_record *r, size_t n, int *rcs);
 json_t *store_invocation_logs(struct store *s, int64_t tenant_id, const char *function, int limit);
 
 /* ---- async queue ---- */

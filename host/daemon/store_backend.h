@@ -29,6 +29,17 @@ struct store_ops {
 #undef S
 };
 
+/*
+ * An invocation record as one JSON object, and back (the ledger journal and
+ * PostgreSQL's spool keep records as lines of it). Logs are base64
+ * ("logs64"); a spool line of an earlier hearthd has them in hex ("logs").
+ * store_record_parse points r's strings into j and puts the decoded logs in
+ * *logs (caller frees, also on failure). 0, or -EINVAL for a line missing a
+ * field that every record has.
+ */
+json_t *store_record_json(const struct inv_record *r);
+int store_record_parse(json_t *j, struct inv_record *r, uint8_t **logs);
+
 /* image_dir: where the images live (image GC); NULL = none. */
 int store_sqlite_open(const char *path, const char *image_dir, const struct store_ops **ops,
 		      void **impl);

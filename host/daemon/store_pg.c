@@ -1361,18 +1361,15 @@ static int pg_invocation_add(struct pg *p, const struct inv_record *r)
 	return rc;
 }
 
-/* ---- the local spool: records made while the database was unreachable ----------------------- */
-
-static char *hex_of(const uint8_t *b, size_t n)
+/* One transaction would need a savepoint per record; records commit one by one instead. */
+static int pg_invocation_add_batch(struct pg *p, const struct inv_record *r, size_t n, int *rcs)
 {
-	char *h = malloc(2 * n + 1);
-
-	for (size_t i = 0; h && i < n; i++)
-		snprintf(h + 2 * i, 3, "%02x", b[i]);
-	if (h)
-		h[2 * n] = 0;
-	return h;
+	for (size_t i = 0; i < n; i++)
+		rcs[i] = pg_invocation_add(p, &r[i]);
+	return 0;
 }
+
+/* ---- the local spool: records made while the database was unreachable ----------------------- */
 
 /*
  * Appends one record (and, for an async outcome, what follows from it) to
@@ -1383,29 +1380,22 @@ static int spool_add(struct pg *p, const struct inv_record *r, const char *op,
 		     enum async_action action, int attempts, int64_t next_ms, const char *error,
 		     int64_t now_ms)
 {
-	char *logs = hex_of(r->logs ? r->logs : (const uint8_t *)"", r->logs_len), *line;
 	json_t *j;
+	char *line;
 	int fd, rc = 0;
 	size_t n;
 
-	if (!p->spool[0] || !logs) {
-		free(logs);
+	if (!p->spool[0])
 		return -EIO;
+	j = store_record_json(r);
+	if (j && json_object_update_new(j, json_pack("{s:s,s:i,s:i,s:I,s:s?,s:I}", "op", op,
+							  "action", (int)action, "attempts", attempts,
+							  "next_ms", (json_int_t)next_ms,
+							  "async_error", error, "now_ms",
+							  (json_int_t)now_ms)) != 0) {
+		json_decref(j);
+		j = NULL;
 	}
-	j = json_pack("{s:s,s:s,s:i,s:I,s:I,s:s,s:i,s:s,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:b,s:s?,"
-		      "s:I,s:I,s:s,s:s?,s:s,s:i,s:i,s:I,s:s?,s:I}",
-		      "op", op, "request_id", r->request_id, "attempt", r->attempt,
-		      "tenant_id", (json_int_t)r->tenant_id, "version_id", (json_int_t)r->version_id,
-		      "function", r->function, "version", r->version, "kind", r->kind,
-		      "start_us", (json_int_t)r->start_us, "end_us", (json_int_t)r->end_us,
-		      "duration_us", (json_int_t)r->duration_us, "billed_ms", (json_int_t)r->billed_ms,
-		      "mb_ms", (json_int_t)r->mb_ms, "memory_mb", (int)r->memory_mb,
-		      "max_rss_kb", (json_int_t)r->max_rss_kb, "cold", r->cold,
-		      "cold_path", r->cold_path, "init_ms", (json_int_t)r->init_ms,
-		      "boot_ms", (json_int_t)r->boot_ms, "status", r->status, "error", r->error,
-		      "logs", logs, "action", (int)action, "attempts", attempts,
-		      "next_ms", (json_int_t)next_ms, "async_error", error, "now_ms", (json_int_t)now_ms);
-	free(logs);
 	line = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (!line)
@@ -1443,32 +1433,11 @@ static const char *js(json_t *j, const char *k)
 /* Records one spooled line; 0 when done (or no longer needed). Caller holds mu. */
 static int spool_replay_one(struct pg *p, json_t *j)
 {
-	const char *hex = js(j, "logs") ? js(j, "logs") : "";
-	size_t n = strlen(hex) / 2;
-	uint8_t *logs = malloc(n ? n : 1);
-	struct inv_record r = {
-		.request_id = js(j, "request_id"), .attempt = (int)ji(j, "attempt"),
-		.tenant_id = ji(j, "tenant_id"), .version_id = ji(j, "version_id"),
-		.function = js(j, "function"), .version = (int)ji(j, "version"),
-		.kind = js(j, "kind"), .start_us = ji(j, "start_us"), .end_us = ji(j, "end_us"),
-		.duration_us = (uint64_t)ji(j, "duration_us"), .billed_ms = (uint64_t)ji(j, "billed_ms"),
-		.mb_ms = (uint64_t)ji(j, "mb_ms"), .memory_mb = (uint32_t)ji(j, "memory_mb"),
-		.max_rss_kb = (uint64_t)ji(j, "max_rss_kb"),
-		.cold = json_is_true(json_object_get(j, "cold")), .cold_path = js(j, "cold_path"),
-		.init_ms = (uint64_t)ji(j, "init_ms"), .boot_ms = (uint64_t)ji(j, "boot_ms"),
-		.status = js(j, "status"), .error = js(j, "error"), .logs = logs, .logs_len = n,
-	};
+	uint8_t *logs = NULL;
+	struct inv_record r;
 	int rc;
 
-	if (!logs)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		unsigned v = 0;
-
-		sscanf(hex + 2 * i, "%2x", &v);
-		logs[i] = (uint8_t)v;
-	}
-	if (!r.request_id || !r.function || !r.kind || !r.status) {
+	if (store_record_parse(j, &r, &logs)) {
 		hlog_error("store", "%s: a malformed line is dropped", p->spool);
 		free(logs);
 		return 0;

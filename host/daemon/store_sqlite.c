@@ -980,6 +980,42 @@ static int invocation_insert(struct store *s, const struct inv_record *r)
 			   (int64_t)r->duration_us, (int64_t)r->billed_ms, (int64_t)r->mb_ms));
 }
 
+/* One record inside an open transaction: a bad one fails alone. Caller holds the lock. */
+static int insert_in_txn(struct store *s, const struct inv_record *r)
+{
+	int rc;
+
+	run(s, prepc(s, "SAVEPOINT rec", NULL));
+	rc = invocation_insert(s, r);
+	if (rc)
+		sqlite3_exec(s->db, "ROLLBACK TO rec", NULL, NULL, NULL);
+	run(s, prepc(s, "RELEASE rec", NULL));
+	return rc;
+}
+
+static int commit_txn(struct store *s)
+{
+	if (run(s, prepc(s, "COMMIT", NULL)) == 0)
+		return 0;
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return -EIO;
+}
+
+/* The ledger journal's batches (ledger.h): one transaction. */
+static int sq_invocation_add_batch(struct store *s, const struct inv_record *r, size_t n, int *rcs)
+{
+	int rc;
+
+	lock(s);
+	rc = run(s, prepc(s, "BEGIN IMMEDIATE", NULL));
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rcs[i] = insert_in_txn(s, &r[i]);
+	if (rc == 0)
+		rc = commit_txn(s);
+	unlock(s);
+	return rc;
+}
+
 /*
  * Group commit: every caller queues its record and waits. Whoever finds no
  * commit in progress becomes the leader: it takes every queued record, writes
@@ -1013,22 +1049,11 @@ static int sq_invocation_add(struct store *s, const struct inv_record *r)
 
 		lock(s);
 		rc = run(s, prepc(s, "BEGIN IMMEDIATE", NULL));
-		for (struct ledger_entry *e = batch; e; e = e->next) {
-			if (rc) {
-				e->rc = rc;
-				continue;
-			}
-			run(s, prepc(s, "SAVEPOINT rec", NULL));
-			e->rc = invocation_insert(s, e->rec);
-			if (e->rc)
-				sqlite3_exec(s->db, "ROLLBACK TO rec", NULL, NULL, NULL);
-			run(s, prepc(s, "RELEASE rec", NULL));
-		}
-		if (rc == 0 && run(s, prepc(s, "COMMIT", NULL)) != 0) {
-			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		for (struct ledger_entry *e = batch; e; e = e->next)
+			e->rc = rc ? rc : insert_in_txn(s, e->rec);
+		if (rc == 0 && commit_txn(s) != 0)
 			for (struct ledger_entry *e = batch; e; e = e->next)
 				e->rc = -EIO;
-		}
 		unlock(s);
 
 		pthread_mutex_lock(&s->lq_mu);

@@ -465,6 +465,104 @@ static void test_kill9_async_resumes(void **state)
 	hd_stop(h);
 }
 
+/* The file's size, or -1. */
+static long size_of(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/*
+ * Sync invocations answered just before a SIGKILL are all recorded: the
+ * ledger journal holds them (a batch window of ten minutes keeps them out of
+ * SQLite), and the next start commits them, each once.
+ */
+static void test_kill9_sync_records(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	static const char *const args[] = { "--engine", "process", "--allow-unisolated",
+					    "--ledger-batch-ms", "600000", NULL };
+	char *key, ids[30][64], seg[2][200], logpath[200], *log = NULL;
+	int n = 30;
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	for (int i = 0; i < n; i++) {
+		char ev[32];
+
+		snprintf(ev, sizeof(ev), i % 3 ? "ev%d" : "exit4", i);
+		assert_int_equal(invoke(h, key, "multi", ev, NULL, &r), 200);
+		snprintf(ids[i], sizeof(ids[i]), "%s", hdr(&r, "X-Hearth-Request-Id"));
+		resp_free(&r);
+	}
+	for (int i = 0; i < 2; i++)
+		snprintf(seg[i], sizeof(seg[i]), "%s/state/hearth.db-ledger.%d", h->dir, i);
+	assert_true(size_of(seg[0]) + size_of(seg[1]) > 0); /* on file, not committed */
+	kill(h->pid, SIGKILL);
+	waitpid(h->pid, NULL, 0);
+	h->pid = 0;
+	hd_start_args(h, args); /* same state dir and port */
+	snprintf(logpath, sizeof(logpath), "%s/hearthd.log", h->dir);
+	{
+		FILE *f = fopen(logpath, "r");
+		size_t cap = 0;
+
+		assert_non_null(f);
+		assert_true(getdelim(&log, &cap, 0, f) > 0);
+		fclose(f);
+	}
+	assert_non_null(strstr(log, "30 invocation records recovered from the journal"));
+	free(log);
+	assert_int_equal(size_of(seg[0]) + size_of(seg[1]), 0);
+	/* Each answered invocation has its record, once; usage counts each once. */
+	assert_int_equal(http(h, "GET", "/v1/functions/multi/logs?limit=1000", key, NULL, NULL, 0,
+			      NULL, &r), 200);
+	json_t *j = body_json(&r);
+	json_t *invs = json_object_get(j, "invocations");
+
+	for (int i = 0; i < n; i++) {
+		int seen = 0;
+
+		for (size_t k = 0; k < json_array_size(invs); k++) {
+			json_t *o = json_array_get(invs, k);
+
+			if (strcmp(json_string_value(json_object_get(o, "request_id")), ids[i]) == 0) {
+				seen++;
+				assert_string_equal(json_string_value(json_object_get(o, "status")),
+						    i % 3 ? "Success" : "FunctionError");
+			}
+		}
+		assert_int_equal(seen, 1);
+	}
+	json_decref(j);
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/usage", key, NULL, NULL, 0, NULL, &r), 200);
+	j = body_json(&r);
+	json_t *rows = json_object_get(j, "usage");
+
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0),
+							    "invocations")), n);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0), "errors")),
+			 n / 3);
+	json_decref(j);
+	resp_free(&r);
+	/* A new invocation is readable at once: readers commit the journal first. */
+	assert_int_equal(invoke(h, key, "multi", "after", NULL, &r), 200);
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/usage", key, NULL, NULL, 0, NULL, &r), 200);
+	j = body_json(&r);
+	assert_int_equal(json_integer_value(json_object_get(
+				 json_array_get(json_object_get(j, "usage"), 0), "invocations")),
+			 n + 1);
+	json_decref(j);
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
 static int thread_count(pid_t pid)
 {
 	char path[64], line[256];
@@ -774,6 +872,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_agent_dies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill9_async_resumes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill9_sync_records, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_thousand_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libvirt_restore, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_builtin_snapshot_restore, setup, teardown),
