@@ -529,3 +529,18 @@ int agent_send_raw(struct agent_conn *c, const void *buf, size_t len)
 	}
 	return AGENT_OK;
 }
+
+bool agent_conn_alive(struct agent_conn *c)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+	char b;
+
+	if (poll(&pfd, 1, 0) < 0)
+		return true; /* cannot tell: the call itself will */
+	if (pfd.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL))
+		return false;
+	/* An idle agent sends nothing: readable means the end of the stream, or junk. */
+	if (pfd.revents & POLLIN)
+		return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+	return true;
+}

@@ -43,6 +43,11 @@ int agent_connect_hybrid_vsock(const char *path, uint32_t port, int timeout_ms,
 
 void agent_close(struct agent_conn *c);
 int agent_fd(const struct agent_conn *c);
+/*
+ * Between calls: false when the agent's end of the connection has closed
+ * (its VM ended) or it sent something unasked. Costs one poll(2).
+ */
+bool agent_conn_alive(struct agent_conn *c);
 const char *agent_last_error(const struct agent_conn *c);
 int agent_last_error_code(const struct agent_conn *c);
 /* Largest frame this side accepts (default FRAME_DEFAULT_MAX); set before agent_hello(). */

@@ -779,7 +779,7 @@ static void *vm_thread(void *arg)
 	struct agent_conn *conn = NULL;
 	uint64_t boot_us = 0, init_us = 0;
 	char err[2048] = "";
-	bool init_failed = false;
+	bool init_failed = false, ended_idle = false;
 	int rc;
 
 	free(a);
@@ -875,6 +875,22 @@ static void *vm_thread(void *arg)
 		}
 		if (p->dead || s->stopping || !p->qhead)
 			break;
+		if (!agent_conn_alive(conn)) {
+			/*
+			 * The VM ended while idle (killed, crashed): the work queued for it
+			 * was never sent, so a new VM takes it instead of failing it.
+			 */
+			char why[200];
+
+			pthread_mutex_unlock(&s->mu);
+			hearth_vm_exit_reason(vm, 500, why, sizeof(why));
+			pthread_mutex_lock(&s->mu);
+			hlog_warn("sched", "%s of %s v%d ended while idle (%s); a new VM takes the "
+					   "queued work", hearth_vm_name(vm), p->ver.name,
+				  p->ver.version, why);
+			ended_idle = true;
+			break;
+		}
 		inv = pop(p);
 		pthread_mutex_unlock(&s->mu);
 
@@ -957,6 +973,9 @@ static void *vm_thread(void *arg)
 	metrics_vms(-1);
 	if (take_snapshot)
 		p->snap_taking = false; /* gone before it was idle: the next VM takes it */
+	if (ended_idle && p->qhead && p->nbooting + p->nrestoring < p->nqueued &&
+	    host_has_room(s, p))
+		spawn_vm(s, p, false, false);
 	pthread_mutex_unlock(&s->mu);
 	if (provisioned)
 		meter_provisioned(s, p, vm, &nmeter, &metered_since);

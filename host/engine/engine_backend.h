@@ -10,6 +10,7 @@
 #ifndef HEARTH_ENGINE_BACKEND_H
 #define HEARTH_ENGINE_BACKEND_H
 
+#include <spawn.h>
 #include <stdarg.h>
 
 #include "engine.h"
@@ -65,6 +66,13 @@ extern const struct hearth_engine_ops hearth_engine_process_ops;
 extern const struct hearth_engine_ops hearth_engine_builtin_ops;
 
 /* printf into err (if not NULL) and return -errnum (errnum > 0). */
+/*
+ * Spawn attributes for a child of hearthd: no blocked signals and the
+ * default action for SIGPIPE, SIGTERM, SIGINT and SIGHUP (hearthd blocks the
+ * last three for its sigwait and ignores SIGPIPE; exec keeps both). Destroy
+ * with posix_spawnattr_destroy.
+ */
+void hearth_spawnattr_clean(posix_spawnattr_t *a);
 int hearth_engine_fail(char *err, size_t errlen, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 

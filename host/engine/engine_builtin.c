@@ -175,6 +175,7 @@ static int bi_pool_stats(struct hearth_engine *e, struct hearth_pool_stats *st)
 static int spawn_vmm(struct hearth_vm *vm, struct bi_vm *b, char **argv, char *err, size_t errlen)
 {
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t sa;
 	int rc, n = 0;
 	FILE *f;
 	char uidbuf[16];
@@ -191,9 +192,11 @@ static int spawn_vmm(struct hearth_vm *vm, struct bi_vm *b, char **argv, char *e
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 1, vm->console_log, O_WRONLY | O_APPEND | O_CREAT, 0600);
 	posix_spawn_file_actions_adddup2(&fa, 1, 2);
-	rc = argv[0][0] == '/' ? posix_spawn(&b->pid, argv[0], &fa, NULL, argv, environ) :
-				 posix_spawnp(&b->pid, argv[0], &fa, NULL, argv, environ);
+	hearth_spawnattr_clean(&sa);
+	rc = argv[0][0] == '/' ? posix_spawn(&b->pid, argv[0], &fa, &sa, argv, environ) :
+				 posix_spawnp(&b->pid, argv[0], &fa, &sa, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&sa);
 	if (rc)
 		return hearth_engine_fail(err, errlen, rc, "spawning %s: %s", argv[0], strerror(rc));
 	f = fopen(b->pidfile, "we");

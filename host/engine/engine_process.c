@@ -202,6 +202,18 @@ static int child_main(void *arg)
 	 * (The signal follows the creating thread: create VMs from a long-lived one.) */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
 		child_fail(p, "prctl(PR_SET_PDEATHSIG)");
+	/*
+	 * hearthd blocks SIGTERM, SIGINT and SIGHUP (for its sigwait) and ignores
+	 * SIGPIPE; both would pass through exec to the agent and its handlers.
+	 */
+	{
+		sigset_t none;
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		sigaction(SIGPIPE, &dfl, NULL);
+	}
 	if (p->userns) {
 		write_file(p, "/proc/self/setgroups", "deny");
 		write_file(p, "/proc/self/uid_map", p->uid_map);

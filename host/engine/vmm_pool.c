@@ -182,6 +182,7 @@ static struct proc *proc_spawn(struct vmm_pool *p, uint32_t mem_mb, uint32_t vcp
 	struct proc *c = calloc(1, sizeof(*c));
 	char mem[16], cpus[16], log[300], pidf[300];
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t sa;
 	FILE *f;
 	int rc;
 
@@ -217,9 +218,11 @@ static struct proc *proc_spawn(struct vmm_pool *p, uint32_t mem_mb, uint32_t vcp
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_APPEND | O_CREAT, 0600);
 	posix_spawn_file_actions_adddup2(&fa, 1, 2);
-	rc = p->bin[0] == '/' ? posix_spawn(&c->pid, p->bin, &fa, NULL, argv, environ)
-			      : posix_spawnp(&c->pid, p->bin, &fa, NULL, argv, environ);
+	hearth_spawnattr_clean(&sa);
+	rc = p->bin[0] == '/' ? posix_spawn(&c->pid, p->bin, &fa, &sa, argv, environ)
+			      : posix_spawnp(&c->pid, p->bin, &fa, &sa, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&sa);
 	if (rc) {
 		c->pid = 0;
 		proc_discard(p, c);

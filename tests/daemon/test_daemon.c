@@ -465,6 +465,35 @@ static void test_kill9_async_resumes(void **state)
 	hd_stop(h);
 }
 
+/*
+ * A handler starts with no blocked signals and SIGPIPE at its default:
+ * hearthd blocks SIGTERM, SIGINT and SIGHUP and ignores SIGPIPE, and exec
+ * would hand both down to the agent and the tenant's code.
+ */
+static void test_handler_signals(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key;
+	unsigned long long blk = ~0ULL, ign = ~0ULL;
+	const char *p;
+
+	hd_start_args(h, process_engine);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
+	assert_int_equal(invoke(h, key, "multi", "sigs", NULL, &r), 200);
+	fprintf(stderr, "handler: %.*s\n", (int)r.len, r.body);
+	assert_non_null(p = strstr(r.body, "SigBlk: "));
+	blk = strtoull(p + 8, NULL, 16);
+	assert_non_null(p = strstr(r.body, "SigIgn: "));
+	ign = strtoull(p + 8, NULL, 16);
+	assert_int_equal(blk, 0);
+	assert_int_equal(ign & (1ULL << (SIGPIPE - 1)), 0);
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
 /* The file's size, or -1. */
 static long size_of(const char *path)
 {
@@ -873,6 +902,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill9_async_resumes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill9_sync_records, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handler_signals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_thousand_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libvirt_restore, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_builtin_snapshot_restore, setup, teardown),

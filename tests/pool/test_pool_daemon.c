@@ -9,6 +9,7 @@
  */
 #include <glob.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -260,12 +261,85 @@ static void test_vm_out_of_memory(void **state)
 	assert_int_equal(vmm_procs_under(h->dir), 0);
 }
 
+/* The first live (not zombie) child of pid whose comm is name, or 0. */
+static pid_t child_named(pid_t pid, const char *name)
+{
+	glob_t g;
+	pid_t found = 0;
+
+	if (glob("/proc/[0-9]*/stat", 0, NULL, &g) != 0)
+		return 0;
+	for (size_t i = 0; i < g.gl_pathc && !found; i++) {
+		FILE *f = fopen(g.gl_pathv[i], "r");
+		char line[1024], *rp;
+		int ppid = 0, p = 0;
+		char st = 0;
+
+		if (!f)
+			continue;
+		if (fgets(line, sizeof(line), f) && sscanf(line, "%d", &p) == 1 &&
+		    (rp = strrchr(line, ')')) && sscanf(rp + 2, "%c %d", &st, &ppid) == 2 &&
+		    ppid == pid && st != 'Z' && strstr(line, name))
+			found = p;
+		fclose(f);
+	}
+	globfree(&g);
+	return found;
+}
+
+/*
+ * A VMM that hearthd started answers SIGTERM, as an operator would send it:
+ * hearthd blocks SIGTERM, SIGINT and SIGHUP for its own sigwait, and a spawned
+ * hearth-vmm (the jail's supervisor, which forwards them) must not inherit that.
+ */
+static void test_vmm_answers_sigterm(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "builtin", "--vmm", HEARTH_VMM_BIN,
+					    "--builtin-kernel", VSOCK_ECHO_ELF, "--vmm-pool", "0",
+					    NULL };
+	struct resp r;
+	char path[64], line[256];
+	pid_t vmm;
+	bool gone = false;
+
+	hd_start_args(h, args);
+	char *key = tenant_create(h, "acme");
+	deploy(h, key, "echo", EXAMPLES_DIR "/hello", NULL);
+	assert_int_equal(invoke(h, key, "echo", "first", NULL, &r), 200);
+	resp_free(&r);
+	assert_true((vmm = child_named(h->pid, "(hearth-vmm)")) > 0);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)vmm);
+	FILE *f = fopen(path, "r");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "SigBlk:", 7) == 0)
+			fprintf(stderr, "hearth-vmm %d (hearthd's child) %s", (int)vmm, line);
+	fclose(f);
+	kill(vmm, SIGTERM);
+	for (int i = 0; i < 100 && !gone; i++) {
+		usleep(50 * 1000);
+		gone = child_named(h->pid, "(hearth-vmm)") != vmm; /* exited (a zombie counts) */
+	}
+	assert_true(gone);
+	/* hearthd goes on: the next call gets a new VM. */
+	long st = invoke(h, key, "echo", "again", NULL, &r);
+	if (st != 200)
+		fail_msg("after the SIGTERM: %ld %.*s", st, (int)r.len, r.body);
+	assert_memory_equal(r.body, "again", 5);
+	resp_free(&r);
+	free(key);
+	hd_stop(h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_pool_cold_starts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pool_host_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_out_of_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vmm_answers_sigterm, setup, teardown),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
