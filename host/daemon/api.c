@@ -254,18 +254,33 @@ void api_record_invocation(struct store *store, struct invocation *inv, const ch
 		   "%s", line);
 }
 
-static void sync_done(struct invocation *inv)
+/* A sync invocation has its outcome: record it (durably, before any answer) and free its slot. */
+static void sync_finish(struct invocation *inv)
 {
 	struct req *r = inv->arg;
 	uint64_t mb_ms = inv->outcome == INV_OK ?
 		quota_mb_ms(inv->ver.memory_mb, quota_billed_ms(inv->res.duration_us)) : 0;
 
-	/* The record is committed before the response can go out. */
 	api_record_invocation(r->api->store, inv, "sync", 1, NULL);
 	quota_release(r->api->cfg.quota, inv->ver.tenant_id, inv->ver.function_id,
 		      inv->ver.memory_mb, mb_ms);
 	__atomic_store_n(&r->inv_done, 1, __ATOMIC_RELEASE);
+}
+
+static void sync_done(struct invocation *inv)
+{
+	struct req *r = inv->arg;
+
+	sync_finish(inv);
 	MHD_resume_connection(r->conn);
+}
+
+/* sched_run_inline could not wait for the answer: the result comes as for sched_submit. */
+static void sync_will_wait(struct invocation *inv)
+{
+	struct req *r = inv->arg;
+
+	MHD_suspend_connection(r->conn);
 }
 
 static void free_invocation(struct invocation *inv)
@@ -306,7 +321,7 @@ int api_meter_headers(const struct invocation *inv, struct api_meter_bufs *b, co
 	return k;
 }
 
-static enum MHD_Result respond_invocation(struct req *r)
+enum MHD_Result api_respond_invocation(struct req *r)
 {
 	struct invocation *inv = r->inv;
 	struct api_meter_bufs b;
@@ -434,8 +449,19 @@ enum api_invoke_result api_invoke_start(struct req *r, int64_t tenant_id, const 
 	inv->payload = (const uint8_t *)r->body;
 	inv->payload_len = r->len;
 	inv->done = sync_done;
+	inv->will_wait = sync_will_wait;
 	inv->arg = r;
 	r->inv = inv;
+	/* A warm VM is idle and the function is fast: run it in this thread. */
+	switch (sched_run_inline(a->sched, inv)) {
+	case SCHED_INLINE_DONE:
+		sync_finish(inv);
+		return API_INVOKE_ANSWERED;
+	case SCHED_INLINE_PENDING:
+		return API_INVOKE_SUBMITTED; /* suspended by sync_will_wait */
+	case SCHED_INLINE_NONE:
+		break;
+	}
 	/* Suspend first: the result may come back before sched_submit returns. */
 	MHD_suspend_connection(r->conn);
 	sched_submit(a->sched, inv);
@@ -458,6 +484,8 @@ static enum MHD_Result h_invoke(struct req *r, const struct principal *who, cons
 		return send_error(c, 400, "InvalidParameter",
 				  "X-Hearth-Invocation-Type must be RequestResponse or Event");
 	switch (api_invoke_start(r, who->tenant_id, name, version > 0 ? (int)version : 0, mode, &o)) {
+	case API_INVOKE_ANSWERED:
+		return api_respond_invocation(r);
 	case API_INVOKE_SUBMITTED:
 		return MHD_YES;
 	case API_INVOKE_QUEUED: {
@@ -564,7 +592,7 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		json_decref(j);
 		package = tmp;
 	} else {
-		/* The upload was streamed to disk as it came (on_request); on_completed removes it. */
+		/* The upload was streamed to disk as it came (on_request); removed once read. */
 		if (r->len == 0 || r->upload_fd < 0)
 			return send_error(c, 400, "EmptyPackage",
 					  "send the function package (.tar.gz) as the request body");
@@ -579,6 +607,11 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	/* From the image file's creation until its version exists: no image GC here. */
 	imagegc_deploy_begin(a->cfg.imagegc);
 	rc = hearth_image_build(&opts, &img, err, sizeof(err));
+	if (package == r->upload_path) {
+		/* Read: gone before the answer, not after it (on_completed runs later). */
+		unlink(r->upload_path);
+		r->upload_path[0] = 0;
+	}
 	if (rc) {
 		imagegc_deploy_end(a->cfg.imagegc);
 		return send_error(c, 400, "InvalidPackage", "%s", err);
@@ -1502,7 +1535,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		/* Resumed: the invocation has finished. */
 		if (!__atomic_load_n(&r->inv_done, __ATOMIC_ACQUIRE))
 			return MHD_YES;
-		return respond_invocation(r);
+		return api_respond_invocation(r);
 	}
 	if (*upload_size) {
 		take_body(r, upload, *upload_size);

@@ -84,6 +84,8 @@ int api_meter_headers(const struct invocation *inv, struct api_meter_bufs *b, co
 enum api_invoke_mode { API_INVOKE_SYNC, API_INVOKE_EVENT, API_INVOKE_DRYRUN };
 enum api_invoke_result {
 	API_INVOKE_SUBMITTED,  /* sync: the connection is suspended; the result comes later */
+	API_INVOKE_ANSWERED,   /* sync, run in this thread (sched_run_inline): answer with
+				* api_respond_invocation now */
 	API_INVOKE_QUEUED,     /* event stored durably (out->request_id) */
 	API_INVOKE_CHECKED,    /* dry run: the function (version) exists */
 	API_INVOKE_REFUSED,    /* out->status/code/message (and retry_after, reason on 429) */
@@ -104,10 +106,14 @@ struct api_invoke_out {
  * (quotas) and hands it to the scheduler with the request's body as payload.
  * When it returns API_INVOKE_SUBMITTED, r->inv is set and the request's
  * respond step runs when the invocation is done (lambda_respond for a Lambda
- * request).
+ * request); API_INVOKE_ANSWERED means it is done already (run in this thread):
+ * the caller answers at once with api_respond_invocation.
  */
 enum api_invoke_result api_invoke_start(struct req *r, int64_t tenant_id, const char *name,
 					int version, enum api_invoke_mode mode,
 					struct api_invoke_out *out);
+
+/* The answer to a finished sync invocation (r->inv): hearth's or, for r->lam, Lambda's. */
+enum MHD_Result api_respond_invocation(struct req *r);
 
 #endif

@@ -517,6 +517,8 @@ static enum MHD_Result h_invoke(struct req *r, const char *fn)
 	l->tail = log && strcmp(log, "Tail") == 0 && mode == API_INVOKE_SYNC;
 	l->latest = t.version == 0;
 	switch (api_invoke_start(r, r->who.tenant_id, t.name, t.version, mode, &o)) {
+	case API_INVOKE_ANSWERED:
+		return api_respond_invocation(r);
 	case API_INVOKE_SUBMITTED:
 		return MHD_YES;
 	case API_INVOKE_QUEUED: {

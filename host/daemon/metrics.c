@@ -24,6 +24,7 @@ static const char *const statuses[] = { "Success", "FunctionError", "Crashed", "
 
 static atomic_ullong invocations[NSTATUS];
 static atomic_ullong function_errors, platform_errors, throttles, cold_starts, clone_failures;
+static atomic_ullong inline_runs, inline_handoffs;
 static atomic_llong concurrent, vms;
 static atomic_llong pool_idle, pool_starting;
 static atomic_ullong pool_hits, pool_misses, pool_discarded;
@@ -87,6 +88,13 @@ void metrics_budget(double max_used_ratio, int tenants_at_80)
 }
 
 void metrics_clone_failed(void) { atomic_fetch_add(&clone_failures, 1); }
+
+void metrics_inline(bool handoff)
+{
+	atomic_fetch_add(&inline_runs, 1);
+	if (handoff)
+		atomic_fetch_add(&inline_handoffs, 1);
+}
 
 void metrics_vmm_pool(int idle, int starting, uint64_t hits, uint64_t misses, uint64_t discarded)
 {
@@ -179,6 +187,14 @@ char *metrics_render(size_t *len)
 	fprintf(f, "# HELP hearth_cold_starts_total Invocations that waited for a new VM.\n"
 		   "# TYPE hearth_cold_starts_total counter\nhearth_cold_starts_total %llu\n",
 		(unsigned long long)cold_starts);
+	fprintf(f, "# HELP hearth_invocations_inline_total Warm sync invocations run in the request's "
+		   "own thread (no handoff to the VM's thread).\n"
+		   "# TYPE hearth_invocations_inline_total counter\nhearth_invocations_inline_total %llu\n"
+		   "# HELP hearth_invocations_inline_handoffs_total Of those, the ones not answered within "
+		   "the inline wait, finished by the VM's thread.\n"
+		   "# TYPE hearth_invocations_inline_handoffs_total counter\n"
+		   "hearth_invocations_inline_handoffs_total %llu\n",
+		(unsigned long long)inline_runs, (unsigned long long)inline_handoffs);
 	fprintf(f, "# HELP hearth_clone_failures_total Restored clones not Ready within the restore "
 		   "timeout (destroyed; a VM was booted instead).\n"
 		   "# TYPE hearth_clone_failures_total counter\nhearth_clone_failures_total %llu\n",

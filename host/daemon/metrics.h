@@ -26,6 +26,8 @@ void metrics_cold_start_path(const char *path);
  */
 void metrics_budget(double max_used_ratio, int tenants_at_80);
 void metrics_concurrency(int delta);
+/* An invocation run by sched_run_inline; handoff: finished by the VM's thread. */
+void metrics_inline(bool handoff);
 void metrics_vms(int delta);
 /* A restored clone that was not Ready in time (destroyed; a VM booted instead). */
 void metrics_clone_failed(void);

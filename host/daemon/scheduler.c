@@ -4,6 +4,7 @@
 #include "scheduler.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <glob.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -40,8 +41,25 @@ struct pool {
 	int clone_failures;             /* clones in a row that never became Ready */
 	char snap_mem[512], snap_state[512];
 	bool ws_recording;               /* a clone is recording the snapshot's working set */
+	struct vm_slot *lendable;        /* idle warm VMs sched_run_inline may take */
+	int64_t recent_us;               /* moving average of invocation times (0: none yet) */
 	pthread_cond_t cond;
 	struct pool *next;
+};
+
+/*
+ * A VM thread's idle VM, lent to a caller's thread by sched_run_inline. Lives
+ * on the VM thread's stack; every field is under sched.mu.
+ */
+struct vm_slot {
+	struct vm_slot *next;     /* in pool.lendable */
+	struct agent_conn *conn;
+	struct hearth_vm *vm;
+	bool listed;              /* in pool.lendable */
+	bool lent;                /* a caller's thread uses conn: the VM thread waits */
+	bool broken;              /* the caller found the agent failed: replace the VM */
+	int64_t used_us;          /* mono_us when a caller last gave it back */
+	struct invocation *handoff; /* sent by a caller, not answered yet: the VM thread's now */
 };
 
 struct sched {
@@ -765,6 +783,87 @@ static void record_workset(struct sched *s, struct pool *p, struct hearth_vm *vm
 	pthread_mutex_unlock(&s->mu);
 }
 
+/*
+ * After the agent answered inv (rc 0) or failed (rc): sets inv's outcome and
+ * the metrics, and folds the time into the pool's average. true when the VM
+ * must be replaced.
+ */
+static bool finish_outcome(struct sched *s, struct pool *p, struct hearth_vm *vm,
+			   struct invocation *inv, int rc)
+{
+	bool broken = false;
+
+	inv->end_wall_us = wall_us();
+	metrics_concurrency(-1);
+	if (rc) {
+		char why[200];
+		/* The VMM may have ended, and can say why (its cgroup killed it, say). */
+		enum hearth_vm_end end = hearth_vm_exit_reason(vm, 500, why, sizeof(why));
+		bool ended = end != HEARTH_VM_LIVES;
+
+		broken = true;
+		hlog_error("sched", "agent of %s failed during %s: %s%s%s; replacing the VM",
+			   hearth_vm_name(vm), inv->request_id, agent_strerror(rc),
+			   ended ? ": " : "", ended ? why : "");
+		inv->outcome = INV_PLATFORM_ERROR;
+		inv->http_status = 502;
+		snprintf(inv->error_code, sizeof(inv->error_code), "%s",
+			 end == HEARTH_VM_OUT_OF_MEMORY ? "VMOutOfMemory" : "AgentFailed");
+		if (ended)
+			snprintf(inv->error, sizeof(inv->error),
+				 "the function VM ended: %s; it has been replaced", why);
+		else
+			snprintf(inv->error, sizeof(inv->error),
+				 "the function VM stopped responding (%s); it has been "
+				 "replaced", agent_strerror(rc));
+		metrics_invocation("PlatformError", 0, false, true);
+	} else {
+		inv->outcome = INV_OK;
+		metrics_invocation(status_name(inv->res.status), inv->res.duration_us,
+				   inv->res.status != AGENT_INVOKE_OK, false);
+	}
+	pthread_mutex_lock(&s->mu);
+	{
+		int64_t took = inv->end_wall_us - inv->start_wall_us;
+
+		if (took < 0)
+			took = 0;
+		/* Clamped: one slow call must not take a fast function off the inline path. */
+		if (took > 2 * SCHED_INLINE_MAX_US)
+			took = 2 * SCHED_INLINE_MAX_US;
+		p->recent_us = p->recent_us ? (p->recent_us * 7 + took) / 8 : took;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return broken;
+}
+
+/*
+ * Puts slot in the pool's lendable list, unless it is there or lent out now.
+ * Called with s->mu held.
+ */
+static void slot_list(struct pool *p, struct vm_slot *slot, struct agent_conn *conn,
+		      struct hearth_vm *vm)
+{
+	if (slot->listed || slot->lent)
+		return;
+	slot->conn = conn;
+	slot->vm = vm;
+	slot->next = p->lendable;
+	p->lendable = slot;
+	slot->listed = true;
+}
+
+/* Takes slot out of the pool's lendable list if it is there. Called with s->mu held. */
+static void slot_unlist(struct pool *p, struct vm_slot *slot)
+{
+	for (struct vm_slot **pp = &p->lendable; *pp; pp = &(*pp)->next)
+		if (*pp == slot) {
+			*pp = slot->next;
+			break;
+		}
+	slot->listed = false;
+}
+
 static void *vm_thread(void *arg)
 {
 	struct vm_thread_arg *a = arg;
@@ -780,6 +879,7 @@ static void *vm_thread(void *arg)
 	uint64_t boot_us = 0, init_us = 0;
 	char err[2048] = "";
 	bool init_failed = false, ended_idle = false;
+	struct vm_slot slot = { 0 };
 	int rc;
 
 	free(a);
@@ -831,8 +931,9 @@ static void *vm_thread(void *arg)
 		   p->ver.version, hearth_vm_name(vm), (unsigned long long)boot_us,
 		   (unsigned long long)init_us);
 	for (;;) {
-		struct invocation *inv;
+		struct invocation *inv = NULL;
 		int64_t idle_since = mono_us();
+		bool handed = false;
 
 		if (take_snapshot && !p->qhead && !p->dead && !s->stopping) {
 			take_snapshot = false;
@@ -842,16 +943,25 @@ static void *vm_thread(void *arg)
 			idle_since = mono_us();
 			continue;
 		}
-		while (!p->dead && !s->stopping && !p->qhead) {
-			int64_t deadline = idle_since + s->cfg.keep_warm_ms * 1000;
+		/* Warm and served before: callers' threads may borrow it (sched_run_inline). */
+		if (!first && !restored && !take_snapshot)
+			slot_list(p, &slot, conn, vm);
+		while (slot.lent || (!slot.handoff && !slot.broken && !p->dead && !s->stopping &&
+				     !p->qhead)) {
+			int64_t deadline, wall;
 			struct timespec ts;
-			int64_t wall = wall_us() + (deadline - mono_us());
 
+			if (slot.used_us > idle_since)
+				idle_since = slot.used_us;
+			deadline = idle_since + s->cfg.keep_warm_ms * 1000;
+			wall = wall_us() + (deadline - mono_us());
 			ts.tv_sec = wall / 1000000;
 			ts.tv_nsec = (wall % 1000000) * 1000;
 			p->nidle++;
 			rc = pthread_cond_timedwait(&p->cond, &s->mu, &ts);
 			p->nidle--;
+			if (slot.lent || slot.handoff || slot.broken || slot.used_us > idle_since)
+				continue; /* lent meanwhile: not idle since idle_since */
 			if (provisioned && rc == ETIMEDOUT) {
 				pthread_mutex_unlock(&s->mu);
 				meter_provisioned(s, p, vm, &nmeter, &metered_since);
@@ -862,6 +972,21 @@ static void *vm_thread(void *arg)
 				break;
 			if (rc == ETIMEDOUT && mono_us() >= deadline)
 				idle_since = mono_us(); /* provisioned: stay */
+		}
+		if (slot.listed)
+			slot_unlist(p, &slot);
+		if (slot.handoff) {
+			/* A caller sent it on this VM and could not wait: answer it here. */
+			inv = slot.handoff;
+			slot.handoff = NULL;
+			handed = true;
+			goto run;
+		}
+		if (slot.broken) {
+			/* A caller's invocation found the agent failed (and was answered so). */
+			broken = true;
+			ended_idle = true;
+			break;
 		}
 		if (!p->dead && !s->stopping && !p->qhead && (p->caps & HEARTH_ENGINE_CAP_SAVE_RESTORE)) {
 			/* Scale to zero without forgetting: suspend to disk, restore on demand. */
@@ -892,6 +1017,7 @@ static void *vm_thread(void *arg)
 			break;
 		}
 		inv = pop(p);
+run:
 		pthread_mutex_unlock(&s->mu);
 
 		bool first_run = first || restored;
@@ -913,47 +1039,32 @@ static void *vm_thread(void *arg)
 		}
 		first = false;
 		restored = false;
-		metrics_concurrency(1);
-		inv->start_wall_us = wall_us();
-		rc = agent_invoke(conn, inv->request_id, inv->payload, inv->payload_len, 0,
-				  (int)p->ver.timeout_ms + 10000, &inv->res);
-		inv->end_wall_us = wall_us();
-		metrics_concurrency(-1);
-		if (rc) {
-			char why[200];
-			/* The VMM may have ended, and can say why (its cgroup killed it, say). */
-			enum hearth_vm_end end = hearth_vm_exit_reason(vm, 500, why, sizeof(why));
-			bool ended = end != HEARTH_VM_LIVES;
-
-			broken = true;
-			hlog_error("sched", "agent of %s failed during %s: %s%s%s; replacing the VM",
-				   hearth_vm_name(vm), inv->request_id, agent_strerror(rc),
-				   ended ? ": " : "", ended ? why : "");
-			inv->outcome = INV_PLATFORM_ERROR;
-			inv->http_status = 502;
-			snprintf(inv->error_code, sizeof(inv->error_code), "%s",
-				 end == HEARTH_VM_OUT_OF_MEMORY ? "VMOutOfMemory" : "AgentFailed");
-			if (ended)
-				snprintf(inv->error, sizeof(inv->error),
-					 "the function VM ended: %s; it has been replaced", why);
-			else
-				snprintf(inv->error, sizeof(inv->error),
-					 "the function VM stopped responding (%s); it has been "
-					 "replaced", agent_strerror(rc));
-			metrics_invocation("PlatformError", 0, false, true);
+		if (handed) {
+			rc = agent_invoke_recv(conn, (int)p->ver.timeout_ms + 10000, &inv->res);
 		} else {
-			inv->outcome = INV_OK;
-			metrics_invocation(status_name(inv->res.status), inv->res.duration_us,
-					   inv->res.status != AGENT_INVOKE_OK, false);
+			metrics_concurrency(1);
+			inv->start_wall_us = wall_us();
+			rc = agent_invoke(conn, inv->request_id, inv->payload, inv->payload_len, 0,
+					  (int)p->ver.timeout_ms + 10000, &inv->res);
 		}
+		broken = finish_outcome(s, p, vm, inv, rc);
 		/*
 		 * The caller may send its next request as soon as done() answers,
 		 * before this thread is idle again: counted as returning, this VM
 		 * takes that request instead of a new VM being started for it.
 		 */
 		pthread_mutex_lock(&s->mu);
-		if (!broken)
+		if (!broken) {
 			p->nreturning++;
+			/*
+			 * Lendable before done() answers, so that the caller's next request
+			 * finds it. This thread touches neither conn nor vm again before it
+			 * waits, unless it still has to record the working set or take the
+			 * snapshot (then it lists itself later).
+			 */
+			if (!(first_run && cloned) && !take_snapshot)
+				slot_list(p, &slot, conn, vm);
+		}
 		pthread_mutex_unlock(&s->mu);
 		inv->done(inv);
 		if (!broken && first_run && cloned)
@@ -991,6 +1102,84 @@ out:
 	pthread_cond_broadcast(&s->all_gone);
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
+}
+
+enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv)
+{
+	struct vm_slot *sl;
+	struct pollfd pfd;
+	struct pool *p;
+	bool broken;
+	int rc, n;
+
+	pthread_mutex_lock(&s->mu);
+	for (p = s->pools; p; p = p->next)
+		if (p->version_id == inv->ver.id && !p->dead)
+			break;
+	/* Never ahead of invocations waiting in line; never for slow functions. */
+	if (!p || s->stopping || p->qhead || !(sl = p->lendable) || p->recent_us <= 0 ||
+	    p->recent_us > SCHED_INLINE_MAX_US) {
+		pthread_mutex_unlock(&s->mu);
+		return SCHED_INLINE_NONE;
+	}
+	p->lendable = sl->next;
+	sl->listed = false;
+	sl->lent = true;
+	pthread_mutex_unlock(&s->mu);
+
+	if (!agent_conn_alive(sl->conn)) {
+		/* Ended while idle: nothing was sent. Its thread replaces it; this call queues. */
+		char why[200];
+
+		hearth_vm_exit_reason(sl->vm, 500, why, sizeof(why));
+		hlog_warn("sched", "%s of %s v%d ended while idle (%s); a new VM takes the "
+				   "queued work", hearth_vm_name(sl->vm), inv->ver.name,
+			  inv->ver.version, why);
+		pthread_mutex_lock(&s->mu);
+		sl->lent = false;
+		sl->broken = true;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&s->mu);
+		return SCHED_INLINE_NONE;
+	}
+
+	inv->queued_mono_us = mono_us();
+	metrics_concurrency(1);
+	inv->start_wall_us = wall_us();
+	rc = agent_invoke_send(sl->conn, inv->request_id, inv->payload, inv->payload_len, 0);
+	if (rc == 0) {
+		pfd = (struct pollfd){ .fd = agent_fd(sl->conn), .events = POLLIN };
+		do
+			n = poll(&pfd, 1, SCHED_INLINE_WAIT_MS);
+		while (n < 0 && errno == EINTR);
+		if (n == 0) {
+			/* Slower than it used to be: the VM's thread waits for it instead. */
+			metrics_inline(true);
+			if (inv->will_wait)
+				inv->will_wait(inv);
+			pthread_mutex_lock(&s->mu);
+			sl->handoff = inv;
+			sl->lent = false;
+			pthread_cond_broadcast(&p->cond);
+			pthread_mutex_unlock(&s->mu);
+			return SCHED_INLINE_PENDING;
+		}
+		rc = agent_invoke_recv(sl->conn, (int)inv->ver.timeout_ms + 10000, &inv->res);
+	}
+	metrics_inline(false);
+	broken = finish_outcome(s, p, sl->vm, inv, rc);
+	pthread_mutex_lock(&s->mu);
+	sl->lent = false;
+	sl->broken = broken;
+	sl->used_us = mono_us();
+	if (!broken && !p->dead && !s->stopping)
+		/* Back in the list at once: its thread sleeps on and never sees the loan. */
+		slot_list(p, sl, sl->conn, sl->vm);
+	/* Wake its thread only if there is work or a VM to replace. */
+	if (broken || p->qhead)
+		pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&s->mu);
+	return SCHED_INLINE_DONE;
 }
 
 /* Called with s->mu held. */

@@ -103,6 +103,8 @@ struct invocation {
 	int64_t queued_mono_us;
 
 	void (*done)(struct invocation *inv);
+	/* sched_run_inline: called before a VM's thread takes the invocation over (may be NULL) */
+	void (*will_wait)(struct invocation *inv);
 	void *arg;
 	struct invocation *next;
 };
@@ -117,6 +119,23 @@ struct hearth_engine *sched_engine_for(struct sched *s, const char *name);
 
 /* Queues inv; inv->done() is called exactly once, possibly before this returns. */
 void sched_submit(struct sched *s, struct invocation *inv);
+
+/*
+ * The fast path of a warm sync invocation: runs inv in the caller's thread on
+ * an idle warm VM of its version, without a thread handoff either way.
+ * Taken only when no invocation of the version waits in line and its recent
+ * invocations were short (SCHED_INLINE_MAX_US); the caller waits at most
+ * SCHED_INLINE_WAIT_MS for the answer.
+ *   SCHED_INLINE_NONE     nothing was done: sched_submit it as usual.
+ *   SCHED_INLINE_DONE     finished here: inv's outcome is set; done() is not called.
+ *   SCHED_INLINE_PENDING  sent, not answered in time: will_wait(inv) was called,
+ *                         then the VM's own thread took it over and calls done()
+ *                         (possibly before this returns).
+ */
+enum sched_inline { SCHED_INLINE_NONE, SCHED_INLINE_DONE, SCHED_INLINE_PENDING };
+#define SCHED_INLINE_MAX_US 500
+#define SCHED_INLINE_WAIT_MS 2
+enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv);
 
 /* Destroys the pools (and VMs) of these versions; queued invocations fail. */
 void sched_drop_versions(struct sched *s, const int64_t *ids, size_t n);

@@ -195,12 +195,75 @@ static void test_rtd_failures(void **state)
 	hd_stop(h);
 }
 
+/*
+ * The inline fast path (sched_run_inline): once a runtime-mode function is
+ * warm and fast, hearthd runs its invocations in the request's own thread.
+ * Every invocation is delivered once (a counter in the runtime counts them),
+ * a slow one is handed to the VM's thread and still answered, a crash and a
+ * killed runtime are reported as before, and parallel callers all get their
+ * own answers.
+ */
+static void test_rtd_inline(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	char *key, dir[256], want[32];
+	struct par par[40];
+	int inl, hand;
+
+	hd_start_args(h, process_engine);
+	key = tenant_create(h, "acme");
+	rt_test_package(h, dir, sizeof(dir), "{\"runtime\": \"provided\", \"timeout_ms\": 2000}");
+	deploy(h, key, "rt", dir, NULL);
+	for (int i = 1; i <= 60; i++) {
+		assert_int_equal(invoke(h, key, "rt", "count", NULL, &r), 200);
+		snprintf(want, sizeof(want), "count=%d ", i);
+		if (strncmp(r.body, want, strlen(want)) != 0)
+			fail_msg("invocation %d answered %.*s", i, (int)r.len, r.body);
+		resp_free(&r);
+	}
+	inl = metric(h, "hearth_invocations_inline_total");
+	fprintf(stderr, "inline: %d of 60\n", inl);
+	assert_true(inl >= 30); /* the first ones teach hearthd the function is fast */
+	/* Slower than the inline wait: handed to the VM's thread, answered all the same. */
+	assert_int_equal(invoke(h, key, "rt", "sleep 60", NULL, &r), 200);
+	assert_string_equal(r.body, "slept");
+	resp_free(&r);
+	hand = metric(h, "hearth_invocations_inline_handoffs_total");
+	assert_int_equal(hand, 1);
+	assert_int_equal(invoke(h, key, "rt", "count", NULL, &r), 200);
+	fprintf(stderr, "after the slow one: %.*s\n", (int)r.len, r.body);
+	assert_memory_equal(r.body, "count=62 ", 9);
+	resp_free(&r);
+	/* A deadline overrun on the inline path: Timeout, the runtime restarted. */
+	for (int i = 0; i < 10; i++) { /* fast again */
+		assert_int_equal(invoke(h, key, "rt", "echo x", NULL, &r), 200);
+		resp_free(&r);
+	}
+	assert_int_equal(invoke(h, key, "rt", "crash", NULL, &r), 200);
+	assert_string_equal(hdr(&r, "X-Hearth-Function-Error"), "FunctionError");
+	resp_free(&r);
+	assert_int_equal(invoke(h, key, "rt", "count", NULL, &r), 200);
+	fprintf(stderr, "after the crash: %.*s\n", (int)r.len, r.body);
+	assert_memory_equal(r.body, "count=1 ", 8);
+	resp_free(&r);
+	/* Parallel callers: each gets its answer. */
+	par_invoke(h, key, "rt", "echo par", 40, par);
+	assert_int_equal(par_count(par, 40, 200, NULL), 40);
+	for (int i = 0; i < 40; i++)
+		assert_memory_equal(par[i].body, "par", 3);
+	assert_true(metric(h, "hearth_invocations_inline_total") > inl);
+	free(key);
+	hd_stop(h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_rtd_examples, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rtd_environment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rtd_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rtd_inline, setup, teardown),
 	};
 
 	return HEARTH_RUN_TESTS("runtime_daemon", tests, argc, argv);
