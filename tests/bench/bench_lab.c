@@ -254,53 +254,35 @@ static pid_t hvmm_start(struct vm *v, const char *snap_mem, const char *snap_sta
 
 static pid_t qemu_start(struct vm *v, const char *incoming)
 {
-	char con[400], agent[400], qmp[400], inc[400];
-	snprintf(con, sizeof(con), "file,id=con,path=%s", v->console);
+	char agent[400];
 	snprintf(agent, sizeof(agent), "socket,id=agent,path=%s,server=on,wait=off", v->sock);
-	snprintf(qmp, sizeof(qmp), "unix:%s,server=on,wait=off", v->qmp);
-	const char *av[64];
-	int n = 0;
-	av[n++] = qemu_bin;
-	av[n++] = "-M";
-	av[n++] = "microvm";
-	av[n++] = "-accel";
-	av[n++] = qemu_accel;
-	av[n++] = "-cpu";
-	av[n++] = strcmp(qemu_accel, "kvm") ? "max" : "host";
-	av[n++] = "-m";
-	av[n++] = MEM_MIB;
-	av[n++] = "-smp";
-	av[n++] = "1";
-	av[n++] = "-nodefaults";
-	av[n++] = "-no-user-config";
-	av[n++] = "-display";
-	av[n++] = "none";
-	av[n++] = "-no-reboot";
-	av[n++] = "-chardev";
-	av[n++] = con;
-	av[n++] = "-serial";
-	av[n++] = "chardev:con";
-	av[n++] = "-kernel";
-	av[n++] = kernel;
-	av[n++] = "-initrd";
-	av[n++] = image;
-	av[n++] = "-append";
-	av[n++] = CMDLINE;
-	av[n++] = "-device";
-	av[n++] = "virtio-serial-device";
-	av[n++] = "-chardev";
-	av[n++] = agent;
-	av[n++] = "-device";
-	av[n++] = "virtserialport,chardev=agent,name=" HEARTH_AGENT_SERIAL_NAME;
-	av[n++] = "-qmp";
-	av[n++] = qmp;
-	if (incoming) {
-		snprintf(inc, sizeof(inc), "exec:cat %s", incoming);
-		av[n++] = "-incoming";
-		av[n++] = inc;
-	}
-	av[n] = NULL;
-	return v->pid = bv_spawn(av, -1, -1, v->errlog);
+	const char *const devices[] = {
+		"-device", "virtio-serial-device",
+		"-chardev", agent,
+		"-device", "virtserialport,chardev=agent,name=" HEARTH_AGENT_SERIAL_NAME,
+		NULL,
+	};
+	struct bv_qemu_opts o = {
+		.bin = qemu_bin,
+		.machine = "microvm",
+		.accel = qemu_accel,
+		.cpu = strcmp(qemu_accel, "kvm") ? "max" : "host",
+		.mem_mib = atoi(MEM_MIB),
+		.smp = "1",
+		.no_reboot = true,
+		.console_id = "con",
+		.console = v->console,
+		.kernel = kernel,
+		.initrd = image,
+		.append = CMDLINE,
+		.extra = devices,
+		.qmp = v->qmp,
+		.incoming = incoming,
+	};
+	struct bv_qemu_argv a;
+	if (bv_qemu_argv(&o, &a) < 0)
+		return v->pid = -1;
+	return v->pid = bv_spawn(a.av, -1, -1, v->errlog);
 }
 
 /* Connects to the agent as soon as the VMM's socket takes it, then Hello. */

@@ -75,6 +75,43 @@ void bv_machine(char *buf, size_t len);
 /* "PVM (kvm_pvm module; no vmx/svm)", "kvm_intel (vmx)", ... */
 void bv_kvm_flavour(char *buf, size_t len);
 
+/* ---- a QEMU -M microvm command line (bench_qemu_argv.c; bench_vmm_qemu.c, bench_lab.c) ---- */
+
+/* What the benchmarks' QEMU command lines differ in; NULL or false leaves an option out. */
+struct bv_qemu_opts {
+	const char *bin;
+	const char *machine;           /* -M */
+	const char *accel;             /* -accel */
+	const char *cpu;               /* -cpu */
+	int mem_mib;                   /* -m */
+	const char *smp;               /* -smp */
+	bool nographic;                /* -nographic */
+	bool no_reboot;                /* -no-reboot */
+	const char *console_id;        /* the serial console's chardev id ... */
+	const char *console;           /* ... and the file it writes to */
+	const char *kernel;            /* -kernel */
+	const char *initrd;            /* -initrd */
+	const char *append;            /* -append */
+	const char *const *extra;      /* more arguments before -qmp, NULL-terminated */
+	const char *qmp;               /* the QMP socket (server=on,wait=off) */
+	const char *incoming;          /* a migration file to load (-incoming "exec:cat FILE") */
+};
+
+/* A command line: argv, and the strings it formatted. */
+struct bv_qemu_argv {
+	const char *av[64];
+	char mem[16], chardev[400], serial[80], qmp[400], incoming[400];
+};
+
+/*
+ * Builds, in this order: BIN -M -accel -cpu -m [-smp] -nodefaults -no-user-config
+ * [-nographic] -display none [-no-reboot] -chardev file,id=ID,path=CONSOLE
+ * -serial chardev:ID -kernel [-initrd] [-append] [EXTRA...] -qmp [-incoming].
+ * a->av is NULL-terminated and points into a and o's strings. Returns the
+ * argument count, or -1 if they do not fit.
+ */
+int bv_qemu_argv(const struct bv_qemu_opts *o, struct bv_qemu_argv *a);
+
 /* ---- QEMU (bench_vmm_qemu.c) ---- */
 
 struct bv_qemu {

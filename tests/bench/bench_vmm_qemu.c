@@ -42,43 +42,25 @@ static void seterr(char *err, size_t len, const char *fmt, ...)
 static pid_t qemu_start(struct bv_qemu *q, const char *accel, const char *qmp_path,
 			const char *console, const char *incoming)
 {
-	char mem[16], chardev[400], qmp[400], inc[400];
-	snprintf(mem, sizeof(mem), "%d", q->mem_mib);
-	snprintf(chardev, sizeof(chardev), "file,id=c0,path=%s", console);
-	snprintf(qmp, sizeof(qmp), "unix:%s,server=on,wait=off", qmp_path);
-	const char *av[40];
-	int n = 0;
-	av[n++] = q->bin;
-	av[n++] = "-M";
-	av[n++] = "microvm,rtc=off,pic=off,pit=off,isa-serial=on";
-	av[n++] = "-accel";
-	av[n++] = accel;
-	av[n++] = "-cpu";
-	av[n++] = "qemu64";
-	av[n++] = "-m";
-	av[n++] = mem;
-	av[n++] = "-nodefaults";
-	av[n++] = "-no-user-config";
-	av[n++] = "-nographic";
-	av[n++] = "-display";
-	av[n++] = "none";
-	av[n++] = "-chardev";
-	av[n++] = chardev;
-	av[n++] = "-serial";
-	av[n++] = "chardev:c0";
-	av[n++] = "-kernel";
-	av[n++] = q->guest;
-	av[n++] = "-qmp";
-	av[n++] = qmp;
-	if (incoming) {
-		snprintf(inc, sizeof(inc), "exec:cat %s", incoming);
-		av[n++] = "-incoming";
-		av[n++] = inc;
-	}
-	av[n] = NULL;
+	struct bv_qemu_opts o = {
+		.bin = q->bin,
+		.machine = "microvm,rtc=off,pic=off,pit=off,isa-serial=on",
+		.accel = accel,
+		.cpu = "qemu64",
+		.mem_mib = q->mem_mib,
+		.nographic = true,
+		.console_id = "c0",
+		.console = console,
+		.kernel = q->guest,
+		.qmp = qmp_path,
+		.incoming = incoming,
+	};
+	struct bv_qemu_argv a;
+	if (bv_qemu_argv(&o, &a) < 0)
+		return -1;
 	char errlog[400];
 	snprintf(errlog, sizeof(errlog), "%s/qemu.stderr", q->dir);
-	return bv_spawn(av, -1, -1, errlog);
+	return bv_spawn(a.av, -1, -1, errlog);
 }
 
 /* The last line QEMU wrote to stderr (warnings about the CPU model are expected). */

@@ -61,15 +61,18 @@ void resp_free(struct resp *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* Performs one request; returns the HTTP status (0 if the connection failed). */
-long http(struct hd *h, const char *method, const char *path, const char *key,
-		 const char *tenant, const void *body, size_t len, const char *extra, struct resp *r)
+long http_ex(struct hd *h, const char *method, const char *path, const char *key,
+	     const char *tenant, const void *body, size_t len, const struct http_opts *o,
+	     struct resp *r)
 {
+	static const struct http_opts defaults;
 	CURL *c = curl_easy_init();
 	struct curl_slist *hl = NULL;
 	char url[8192], auth[256], th[160];
 	void *bud[2] = { &r->body, &r->len }, *hud[2] = { &r->hdrs, &r->hlen };
 
+	if (!o)
+		o = &defaults;
 	memset(r, 0, sizeof(*r));
 	if (h->use_unix) {
 		char sock[128];
@@ -82,6 +85,10 @@ long http(struct hd *h, const char *method, const char *path, const char *key,
 	}
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (o->aws_sigv4)
+		curl_easy_setopt(c, CURLOPT_AWS_SIGV4, o->aws_sigv4);
+	if (o->userpwd)
+		curl_easy_setopt(c, CURLOPT_USERPWD, o->userpwd);
 	if (key) {
 		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
 		hl = curl_slist_append(hl, auth);
@@ -90,9 +97,10 @@ long http(struct hd *h, const char *method, const char *path, const char *key,
 		snprintf(th, sizeof(th), "X-Hearth-Tenant: %s", tenant);
 		hl = curl_slist_append(hl, th);
 	}
-	if (extra)
-		hl = curl_slist_append(hl, extra);
-	hl = curl_slist_append(hl, "Expect:");
+	for (size_t i = 0; o->hdrs && o->hdrs[i]; i++)
+		hl = curl_slist_append(hl, o->hdrs[i]);
+	if (!o->allow_expect)
+		hl = curl_slist_append(hl, "Expect:");
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
 	if (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
@@ -102,12 +110,21 @@ long http(struct hd *h, const char *method, const char *path, const char *key,
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, bud);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, hud);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, o->timeout_s ? o->timeout_s : 120L);
 	if (curl_easy_perform(c) == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
 	curl_slist_free_all(hl);
 	curl_easy_cleanup(c);
 	return r->status;
+}
+
+long http(struct hd *h, const char *method, const char *path, const char *key,
+		 const char *tenant, const void *body, size_t len, const char *extra, struct resp *r)
+{
+	const char *hdrs[] = { extra, NULL };
+	struct http_opts o = { .hdrs = hdrs };
+
+	return http_ex(h, method, path, key, tenant, body, len, &o, r);
 }
 
 /* Value of a response header (static buffer), or NULL. */

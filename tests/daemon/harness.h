@@ -61,6 +61,28 @@ void deploy_job_start(struct deploy_job *d);
 /* Joins it; its status. */
 long deploy_job_wait(struct deploy_job *d);
 
+/*
+ * What a request may set beyond http()'s arguments; zeroed fields keep http()'s
+ * behaviour.
+ */
+struct http_opts {
+	const char *const *hdrs; /* header lines after key's and tenant's, NULL-terminated */
+	long timeout_s;          /* 0: 120 */
+	const char *aws_sigv4;   /* CURLOPT_AWS_SIGV4 provider ("aws:amz:REGION:SERVICE"), or NULL */
+	const char *userpwd;     /* CURLOPT_USERPWD ("ID:SECRET", the key to sign with), or NULL */
+	int allow_expect;        /* leave out the empty "Expect:" line: libcurl may then send
+				  * "Expect: 100-continue" for a large body */
+};
+
+/*
+ * Performs one request; returns the HTTP status (0 if the connection failed).
+ * key: Authorization: Bearer; tenant: X-Hearth-Tenant (each NULL: not sent). A
+ * body is sent if given, and always (maybe empty) with POST and PUT.
+ */
+long http_ex(struct hd *h, const char *method, const char *path, const char *key,
+	     const char *tenant, const void *body, size_t len, const struct http_opts *o,
+	     struct resp *r);
+/* http_ex with at most one extra header line (extra, or NULL) and the defaults. */
 long http(struct hd *h, const char *method, const char *path, const char *key,
 		 const char *tenant, const void *body, size_t len, const char *extra, struct resp *r);
 const char *hdr(struct resp *r, const char *name);

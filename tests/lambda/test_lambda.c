@@ -67,39 +67,24 @@ static long lam(struct hd *h, const struct awskey *k, const char *region, const 
 		const char *path, const void *body, size_t len, const char *const *hdrs,
 		struct resp *r)
 {
-	CURL *c = curl_easy_init();
-	struct curl_slist *hl = NULL;
-	char url[1024], prov[128], up[128];
-	void *bud[2] = { &r->body, &r->len }, *hud[2] = { &r->hdrs, &r->hlen };
+	const char *hl[16];
+	char prov[128], up[128];
+	struct http_opts o = { .hdrs = hl, .timeout_s = 60, .allow_expect = 1 };
+	size_t n = 0;
 
-	memset(r, 0, sizeof(*r));
-	snprintf(url, sizeof(url), "%s%s", h->base, path);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	if (k) {
 		snprintf(prov, sizeof(prov), "aws:amz:%s:lambda", region ? region : "us-east-1");
 		snprintf(up, sizeof(up), "%s:%s", k->id, k->secret);
-		curl_easy_setopt(c, CURLOPT_AWS_SIGV4, prov);
-		curl_easy_setopt(c, CURLOPT_USERPWD, up);
+		o.aws_sigv4 = prov;
+		o.userpwd = up;
 	}
-	for (size_t i = 0; hdrs && hdrs[i]; i++)
-		hl = curl_slist_append(hl, hdrs[i]);
-	hl = curl_slist_append(hl, "Content-Type: application/json");
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-	if (strcmp(method, "POST") == 0) {
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	for (; hdrs && hdrs[n]; n++) {
+		assert_true(n + 2 < sizeof(hl) / sizeof(hl[0]));
+		hl[n] = hdrs[n];
 	}
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, bud);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, hud);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_slist_free_all(hl);
-	curl_easy_cleanup(c);
-	return r->status;
+	hl[n++] = "Content-Type: application/json";
+	hl[n] = NULL;
+	return http_ex(h, method, path, NULL, NULL, body, len, &o, r);
 }
 
 /*
@@ -132,12 +117,11 @@ static long signed_req(struct hd *h, const struct awskey *k, const char *amz_dat
 		       struct resp *r)
 {
 	char canon_path[1024], creq[4096], sts[512], host[64], keybuf[80], hh[65], bh[65];
-	char auth[512], dh[64], url[1024];
+	char auth[512], dh[64], target[1024];
 	unsigned char k1[32], k2[32];
 	size_t o = 0;
-	CURL *c = curl_easy_init();
-	struct curl_slist *hl = NULL;
-	void *bud[2] = { &r->body, &r->len }, *hud[2] = { &r->hdrs, &r->hlen };
+	const char *hl[] = { auth, dh, NULL };
+	struct http_opts opts = { .hdrs = hl, .timeout_s = 60 };
 
 	for (const char *p = path; *p; p++) {
 		unsigned char ch = (unsigned char)*p;
@@ -173,29 +157,9 @@ static long signed_req(struct hd *h, const struct awskey *k, const char *amz_dat
 	for (int i = 0; i < 32; i++)
 		o += (size_t)sprintf(auth + o, "%02x", k1[i]);
 	snprintf(dh, sizeof(dh), "X-Amz-Date: %s", amz_date);
-	memset(r, 0, sizeof(*r));
-	snprintf(url, sizeof(url), "%s%s%s%s", h->base, path, query && *query ? "?" : "",
+	snprintf(target, sizeof(target), "%s%s%s", path, query && *query ? "?" : "",
 		 query ? query : "");
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	hl = curl_slist_append(hl, auth);
-	hl = curl_slist_append(hl, dh);
-	hl = curl_slist_append(hl, "Expect:");
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-	if (body) {
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-	}
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, bud);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, hud);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_slist_free_all(hl);
-	curl_easy_cleanup(c);
-	return r->status;
+	return http_ex(h, method, target, NULL, NULL, body, body ? strlen(body) : 0, &opts, r);
 }
 
 static void amz_now(char out[17], int offset_s)
