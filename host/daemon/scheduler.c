@@ -1104,6 +1104,29 @@ out:
 	return NULL;
 }
 
+/*
+ * Gives a lent slot back to its VM's thread: with an invocation to finish
+ * (handoff), as broken (the thread replaces the VM), or ready for more (back
+ * in the lendable list at once; its thread sleeps on and never sees the loan).
+ */
+static void slot_return(struct sched *s, struct pool *p, struct vm_slot *sl,
+			struct invocation *handoff, bool broken)
+{
+	pthread_mutex_lock(&s->mu);
+	sl->lent = false;
+	sl->handoff = handoff;
+	sl->broken = broken;
+	if (!handoff && !broken) {
+		sl->used_us = mono_us();
+		if (!p->dead && !s->stopping)
+			slot_list(p, sl, sl->conn, sl->vm);
+	}
+	/* Wake the thread only if it has something to do. */
+	if (handoff || broken || p->qhead)
+		pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&s->mu);
+}
+
 enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv)
 {
 	struct vm_slot *sl;
@@ -1135,11 +1158,7 @@ enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv)
 		hlog_warn("sched", "%s of %s v%d ended while idle (%s); a new VM takes the "
 				   "queued work", hearth_vm_name(sl->vm), inv->ver.name,
 			  inv->ver.version, why);
-		pthread_mutex_lock(&s->mu);
-		sl->lent = false;
-		sl->broken = true;
-		pthread_cond_broadcast(&p->cond);
-		pthread_mutex_unlock(&s->mu);
+		slot_return(s, p, sl, NULL, true);
 		return SCHED_INLINE_NONE;
 	}
 
@@ -1157,28 +1176,14 @@ enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv)
 			metrics_inline(true);
 			if (inv->will_wait)
 				inv->will_wait(inv);
-			pthread_mutex_lock(&s->mu);
-			sl->handoff = inv;
-			sl->lent = false;
-			pthread_cond_broadcast(&p->cond);
-			pthread_mutex_unlock(&s->mu);
+			slot_return(s, p, sl, inv, false);
 			return SCHED_INLINE_PENDING;
 		}
 		rc = agent_invoke_recv(sl->conn, (int)inv->ver.timeout_ms + 10000, &inv->res);
 	}
 	metrics_inline(false);
 	broken = finish_outcome(s, p, sl->vm, inv, rc);
-	pthread_mutex_lock(&s->mu);
-	sl->lent = false;
-	sl->broken = broken;
-	sl->used_us = mono_us();
-	if (!broken && !p->dead && !s->stopping)
-		/* Back in the list at once: its thread sleeps on and never sees the loan. */
-		slot_list(p, sl, sl->conn, sl->vm);
-	/* Wake its thread only if there is work or a VM to replace. */
-	if (broken || p->qhead)
-		pthread_cond_broadcast(&p->cond);
-	pthread_mutex_unlock(&s->mu);
+	slot_return(s, p, sl, NULL, broken);
 	return SCHED_INLINE_DONE;
 }
 

@@ -106,11 +106,36 @@ static void counts(struct store *s, int64_t t, int64_t *invocations, size_t *row
 	json_decref(l);
 }
 
+/* Both the usage total and the log rows of fn are want. */
+static void expect_counts(struct store *s, int64_t t, int64_t want)
+{
+	int64_t v;
+	size_t rows;
+
+	counts(s, t, &v, &rows);
+	assert_int_equal(v, want);
+	assert_int_equal(rows, (size_t)want);
+}
+
+/* Opens the store again after a writer died with records on file; checks they are all there. */
+static struct store *reopen_expect(struct env *e, int64_t t, int64_t want);
+
 static off_t file_size(const char *path)
 {
 	struct stat st;
 
 	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static struct store *reopen_expect(struct env *e, int64_t t, int64_t want)
+{
+	struct store *s;
+
+	assert_true(file_size(e->seg[0]) + file_size(e->seg[1]) > 0);
+	s = open_store(e, 0);
+	assert_non_null(s);
+	expect_counts(s, t, want);
+	return s;
 }
 
 /* A child adds n records and is killed before any batch commits; returns the tenant. */
@@ -173,17 +198,14 @@ static void test_ledger_reads_own_writes(void **state)
 {
 	struct env *e = *state;
 	struct store *s = open_store(e, 600000); /* only readers make it commit */
-	int64_t t, v;
-	size_t rows;
+	int64_t t;
 
 	assert_non_null(s);
 	assert_int_equal(store_tenant_create(s, "acme", &t), 0);
 	for (int i = 0; i < 250; i++)
 		add_record(s, t, i);
 	assert_true(file_size(e->seg[0]) + file_size(e->seg[1]) > 0);
-	counts(s, t, &v, &rows);
-	assert_int_equal(v, 250);
-	assert_int_equal(rows, 250);
+	expect_counts(s, t, 250);
 	/* The journal is empty once its records are committed. */
 	assert_int_equal(file_size(e->seg[0]) + file_size(e->seg[1]), 0);
 
@@ -207,9 +229,7 @@ static void test_ledger_reads_own_writes(void **state)
 	store_close(s);
 	s = open_store(e, 0);
 	assert_non_null(s);
-	counts(s, t, &v, &rows);
-	assert_int_equal(v, 251);
-	assert_int_equal(rows, 251);
+	expect_counts(s, t, 251);
 	store_close(s);
 }
 
@@ -217,21 +237,13 @@ static void test_ledger_reads_own_writes(void **state)
 static void test_ledger_kill9_replays(void **state)
 {
 	struct env *e = *state;
-	int64_t t = killed_writer(e, 300, false), v;
-	struct store *s;
-	size_t rows;
+	int64_t t = killed_writer(e, 300, false);
+	struct store *s = reopen_expect(e, t, 300);
 
-	assert_true(file_size(e->seg[0]) + file_size(e->seg[1]) > 0);
-	s = open_store(e, 0);
-	assert_non_null(s);
-	counts(s, t, &v, &rows);
-	assert_int_equal(v, 300);
-	assert_int_equal(rows, 300);
 	assert_int_equal(file_size(e->seg[0]) + file_size(e->seg[1]), 0);
 	/* And the store goes on taking records. */
 	add_record(s, t, 300);
-	counts(s, t, &v, &rows);
-	assert_int_equal(v, 301);
+	expect_counts(s, t, 301);
 	store_close(s);
 }
 
@@ -239,27 +251,18 @@ static void test_ledger_kill9_replays(void **state)
 static void test_ledger_replay_counts_once(void **state)
 {
 	struct env *e = *state;
-	int64_t t = killed_writer(e, 120, true), v;
-	struct store *s;
-	size_t rows;
+	int64_t t = killed_writer(e, 120, true);
 
-	assert_true(file_size(e->seg[0]) + file_size(e->seg[1]) > 0);
-	s = open_store(e, 0);
-	assert_non_null(s);
-	counts(s, t, &v, &rows);
-	assert_int_equal(v, 120);
-	assert_int_equal(rows, 120);
-	store_close(s);
+	store_close(reopen_expect(e, t, 120));
 }
 
 /* A torn last line and a garbled one are dropped; every whole record is kept. */
 static void test_ledger_torn_and_garbled(void **state)
 {
 	struct env *e = *state;
-	int64_t t = killed_writer(e, 40, false), v;
+	int64_t t = killed_writer(e, 40, false);
 	int seg = file_size(e->seg[0]) > 0 ? 0 : 1;
 	struct store *s;
-	size_t rows;
 	FILE *f = fopen(e->seg[seg], "a");
 
 	assert_non_null(f);
@@ -267,14 +270,9 @@ static void test_ledger_torn_and_garbled(void **state)
 	fputs("{\"request_id\": \"half-a-record\", \"attempt\": 1}\n", f); /* JSON, not a record */
 	fputs("{\"request_id\": \"torn\", \"att", f);                     /* cut mid-write */
 	fclose(f);
-	s = open_store(e, 0);
-	assert_non_null(s);
-	counts(s, t, &v, &rows);
-	assert_int_equal(v, 40);
-	assert_int_equal(rows, 40);
+	s = reopen_expect(e, t, 40);
 	add_record(s, t, 40);
-	counts(s, t, &v, &rows);
-	assert_int_equal(v, 41);
+	expect_counts(s, t, 41);
 	store_close(s);
 }
 
