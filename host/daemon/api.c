@@ -1354,7 +1354,22 @@ static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
 
 struct header_counts {
 	int content_length, transfer_encoding, authorization;
+	bool malformed; /* a name or value with a control character, or a name with a space */
 };
+
+/* RFC 9110 5.1/5.5: a field name is a token; a value holds no control character but tab. */
+static bool field_ok(const char *key, const char *value)
+{
+	if (!key || !*key)
+		return false;
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		if (*p <= 0x20 || *p == 0x7f)
+			return false;
+	for (const unsigned char *p = (const unsigned char *)(value ? value : ""); *p; p++)
+		if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return false;
+	return true;
+}
 
 static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
 				    const char *value)
@@ -1362,7 +1377,8 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
 	struct header_counts *n = cls;
 
 	(void)kind;
-	(void)value;
+	if (!field_ok(key, value))
+		n->malformed = true;
 	if (strcasecmp(key, "Content-Length") == 0)
 		n->content_length++;
 	else if (strcasecmp(key, "Transfer-Encoding") == 0)
@@ -1413,6 +1429,22 @@ static enum MHD_Result begin_request(struct req *r, const char *method, const ch
 		return early_error(r, url, 400, "InvalidPath",
 				   "the path or a query argument decodes to a NUL or control character");
 	MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &n);
+	if (n.malformed) {
+		/*
+		 * libmicrohttpd ends the header at a line that starts with NUL and
+		 * reads what follows as another request: answer once, and close.
+		 */
+		static const char *const close_hdr[] = { "Connection", "close", NULL };
+
+		if (lambda_is_path(url))
+			return lambda_refuse(r, 400, "InvalidRequestContentException",
+					     "a header field holds a control character");
+		return send_json(c, 400,
+				 json_pack("{s:{s:s,s:s}}", "error", "code", "InvalidHeader", "message",
+					   "a header field name or value holds a control character "
+					   "(or the name a space)"),
+				 close_hdr);
+	}
 	if (n.content_length > 1 || (n.content_length && n.transfer_encoding))
 		return early_error(r, url, 400, "InvalidContentLength",
 				   "send one Content-Length header, or Transfer-Encoding alone");

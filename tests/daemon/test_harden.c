@@ -611,6 +611,22 @@ static void test_protocol_errors(void **state)
 	assert_int_equal(raw_status(ans), 400);
 	assert_string_equal(raw_error_code(ans), "InvalidContentLength");
 	/*
+	 * A control character in a header (found by fuzz_http): libmicrohttpd took
+	 * a line starting with NUL for the header's end and read the rest as a
+	 * second request, so one request got two answers. Now: one 400, and the
+	 * connection is closed.
+	 */
+	{
+		static const char bad[] = "GET /healthz HTTP/1.1\r\nHost: h\r\nX-A: b\001c\r\n"
+					  "\0GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n";
+
+		raw_request(h, bad, sizeof(bad) - 1, 5000, ans, sizeof(ans), &closed);
+		assert_int_equal(raw_status(ans), 400);
+		assert_string_equal(raw_error_code(ans), "InvalidHeader");
+		assert_null(strstr(ans + 12, "HTTP/1.1 ")); /* one answer only */
+		assert_true(closed);
+	}
+	/*
 	 * A transfer coding libmicrohttpd cannot delimit: 501 at once (it used
 	 * to hold the connection, unanswered, to the 30 s idle timeout).
 	 */
