@@ -55,6 +55,7 @@ static const struct {
 	{ "header-timeout", K_INT, 1, 10000000 },
 	{ "image-gc-interval", K_INT, 1, 31536000 },
 	{ "ledger-batch-ms", K_INT, 0, 600000 },
+	{ "inline-max-us", K_INT, 0, 10000000 },
 	{ "ui-dir", K_UIDIR, 0, 0 },
 	{ "region", K_STRING, 0, 0 },
 	{ "aws-region", K_STRING, 0, 0 },

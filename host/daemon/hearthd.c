@@ -100,6 +100,9 @@ static void usage(FILE *f)
 		"                         connecting or of the previous response (default 10)\n"
 		"  --image-gc-interval S  sweep for images no version uses every S seconds (default\n"
 		"                         600; also at start and after every deletion)\n"
+		"  --inline-max-us N      run a warm call in the request's own thread when the\n"
+		"                         function's recent calls took at most N us (default 500;\n"
+		"                         0 = never: every call goes through the VM's thread)\n"
 		"  --ledger-batch-ms N    invocation records are appended to a journal next to the\n"
 		"                         SQLite store (durable from then on) and committed to it in\n"
 		"                         batches: a batch waits up to N ms for more (default 2;\n"
@@ -263,6 +266,7 @@ int main(int argc, char **argv)
 		{ "header-timeout", required_argument, NULL, 'T' },
 		{ "image-gc-interval", required_argument, NULL, 'i' },
 		{ "ledger-batch-ms", required_argument, NULL, 'L' },
+		{ "inline-max-us", required_argument, NULL, 'Y' },
 		{ "ui-dir", required_argument, NULL, 'W' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "aws-region", required_argument, NULL, 'G' },
@@ -280,7 +284,8 @@ int main(int argc, char **argv)
 	bool allow_unisolated = false, server_path = true, jail = geteuid() == 0;
 	uint32_t jail_uid_base = HEARTH_JAIL_UID_BASE;
 	int overcommit = 16, unreserved_floor = -1;
-	struct sched_config scfg = { .keep_warm_ms = 600000, .max_vms = 64, .vmm_pool = 2 };
+	struct sched_config scfg = { .keep_warm_ms = 600000, .max_vms = 64, .vmm_pool = 2,
+				   .inline_max_us = SCHED_INLINE_MAX_US };
 	struct async_config acfg = { .retries = 2, .backoff_ms = 1000, .max_age_ms = 21600000 };
 	struct api_config apicfg = { 0 };
 	struct sched_engines eng = { 0 };
@@ -363,6 +368,10 @@ int main(int argc, char **argv)
 			jail_uid_base = (uint32_t)v;
 			break;
 		}
+		case 'Y':
+			scfg.inline_max_us = strcmp(optarg, "0") ? positive_arg("--inline-max-us", optarg)
+								: 0;
+			break;
 		case 'Q': scfg.vmm_pool = strcmp(optarg, "0") ? positive_arg("--vmm-pool", optarg) : 0;
 			break;
 		case 'P': scfg.parked_ttl_ms = atoll(optarg) * 1000; break;

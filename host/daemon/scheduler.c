@@ -829,8 +829,8 @@ static bool finish_outcome(struct sched *s, struct pool *p, struct hearth_vm *vm
 		if (took < 0)
 			took = 0;
 		/* Clamped: one slow call must not take a fast function off the inline path. */
-		if (took > 2 * SCHED_INLINE_MAX_US)
-			took = 2 * SCHED_INLINE_MAX_US;
+		if (took > 2 * (int64_t)s->cfg.inline_max_us)
+			took = 2 * (int64_t)s->cfg.inline_max_us;
 		p->recent_us = p->recent_us ? (p->recent_us * 7 + took) / 8 : took;
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -1141,7 +1141,7 @@ enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv)
 			break;
 	/* Never ahead of invocations waiting in line; never for slow functions. */
 	if (!p || s->stopping || p->qhead || !(sl = p->lendable) || p->recent_us <= 0 ||
-	    p->recent_us > SCHED_INLINE_MAX_US) {
+	    p->recent_us > s->cfg.inline_max_us) {
 		pthread_mutex_unlock(&s->mu);
 		return SCHED_INLINE_NONE;
 	}

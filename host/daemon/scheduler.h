@@ -68,6 +68,11 @@ struct sched_config {
 	 * host_memory_mb leave free.
 	 */
 	int vmm_pool;
+	/*
+	 * sched_run_inline takes functions whose recent calls took at most this
+	 * many microseconds (0: never). hearthd's default: SCHED_INLINE_MAX_US.
+	 */
+	int inline_max_us;
 };
 
 /* Engines by kind; NULL when not enabled on this host. */
@@ -124,7 +129,7 @@ void sched_submit(struct sched *s, struct invocation *inv);
  * The fast path of a warm sync invocation: runs inv in the caller's thread on
  * an idle warm VM of its version, without a thread handoff either way.
  * Taken only when no invocation of the version waits in line and its recent
- * invocations were short (SCHED_INLINE_MAX_US); the caller waits at most
+ * invocations were short (cfg.inline_max_us); the caller waits at most
  * SCHED_INLINE_WAIT_MS for the answer.
  *   SCHED_INLINE_NONE     nothing was done: sched_submit it as usual.
  *   SCHED_INLINE_DONE     finished here: inv's outcome is set; done() is not called.
@@ -133,7 +138,7 @@ void sched_submit(struct sched *s, struct invocation *inv);
  *                         (possibly before this returns).
  */
 enum sched_inline { SCHED_INLINE_NONE, SCHED_INLINE_DONE, SCHED_INLINE_PENDING };
-#define SCHED_INLINE_MAX_US 500
+#define SCHED_INLINE_MAX_US 500 /* hearthd's default for cfg.inline_max_us */
 #define SCHED_INLINE_WAIT_MS 2
 enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv);
 
