@@ -347,7 +347,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		/* An HTTP response: a status line, and a JSON body that parses. */
 		assert(strncmp(resp.p, "HTTP/1.", 7) == 0);
-		if (sep && has_header(resp.p, (size_t)(sep - resp.p), "content-type: application/json")) {
+		/* (An answer to HEAD has the headers of one with a body, and no body.) */
+		if (sep && strncmp(req.p, "HEAD ", 5) != 0 &&
+		    has_header(resp.p, (size_t)(sep - resp.p), "content-type: application/json")) {
 			json_error_t je;
 			size_t blen = resp.n - (size_t)(sep + 4 - resp.p);
 			/*
