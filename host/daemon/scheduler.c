@@ -853,6 +853,25 @@ static void slot_list(struct pool *p, struct vm_slot *slot, struct agent_conn *c
 	slot->listed = true;
 }
 
+/* The live pool of a version, or NULL. Called with s->mu held. */
+static struct pool *pool_find(struct sched *s, int64_t version_id)
+{
+	for (struct pool *p = s->pools; p; p = p->next)
+		if (p->version_id == version_id && !p->dead)
+			return p;
+	return NULL;
+}
+
+/* Says why a VM found dead before work was sent to it ended. Called without s->mu. */
+static void log_ended_idle(const struct fn_version *v, struct hearth_vm *vm)
+{
+	char why[200];
+
+	hearth_vm_exit_reason(vm, 500, why, sizeof(why));
+	hlog_warn("sched", "%s of %s v%d ended while idle (%s); a new VM takes the queued work",
+		  hearth_vm_name(vm), v->name, v->version, why);
+}
+
 /* Takes slot out of the pool's lendable list if it is there. Called with s->mu held. */
 static void slot_unlist(struct pool *p, struct vm_slot *slot)
 {
@@ -1005,14 +1024,9 @@ static void *vm_thread(void *arg)
 			 * The VM ended while idle (killed, crashed): the work queued for it
 			 * was never sent, so a new VM takes it instead of failing it.
 			 */
-			char why[200];
-
 			pthread_mutex_unlock(&s->mu);
-			hearth_vm_exit_reason(vm, 500, why, sizeof(why));
+			log_ended_idle(&p->ver, vm);
 			pthread_mutex_lock(&s->mu);
-			hlog_warn("sched", "%s of %s v%d ended while idle (%s); a new VM takes the "
-					   "queued work", hearth_vm_name(vm), p->ver.name,
-				  p->ver.version, why);
 			ended_idle = true;
 			break;
 		}
@@ -1136,9 +1150,7 @@ enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv)
 	int rc, n;
 
 	pthread_mutex_lock(&s->mu);
-	for (p = s->pools; p; p = p->next)
-		if (p->version_id == inv->ver.id && !p->dead)
-			break;
+	p = pool_find(s, inv->ver.id);
 	/* Never ahead of invocations waiting in line; never for slow functions. */
 	if (!p || s->stopping || p->qhead || !(sl = p->lendable) || p->recent_us <= 0 ||
 	    p->recent_us > s->cfg.inline_max_us) {
@@ -1152,12 +1164,7 @@ enum sched_inline sched_run_inline(struct sched *s, struct invocation *inv)
 
 	if (!agent_conn_alive(sl->conn)) {
 		/* Ended while idle: nothing was sent. Its thread replaces it; this call queues. */
-		char why[200];
-
-		hearth_vm_exit_reason(sl->vm, 500, why, sizeof(why));
-		hlog_warn("sched", "%s of %s v%d ended while idle (%s); a new VM takes the "
-				   "queued work", hearth_vm_name(sl->vm), inv->ver.name,
-			  inv->ver.version, why);
+		log_ended_idle(&inv->ver, sl->vm);
 		slot_return(s, p, sl, NULL, true);
 		return SCHED_INLINE_NONE;
 	}
@@ -1221,9 +1228,8 @@ static struct pool *pool_get(struct sched *s, const struct fn_version *v)
 	struct pool *p;
 	struct hearth_engine *e;
 
-	for (p = s->pools; p; p = p->next)
-		if (p->version_id == v->id && !p->dead)
-			return p;
+	if ((p = pool_find(s, v->id)))
+		return p;
 	e = sched_engine_for(s, v->engine);
 	if (!e)
 		return NULL;
