@@ -22,6 +22,7 @@
 #include <linux/capability.h>
 
 #include "fileref.h"
+#include "seccomp_filter.h"
 #include "vm.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -50,10 +51,12 @@ int __lsan_is_turned_off(void)
 /* The cgroup directories of this VM (one for v2, one per controller for v1). */
 static struct {
 	char dir[CG_MAX][PATH_MAX];
+	int parent[CG_MAX]; /* O_PATH fds of their parents, for removal without open() */
 	int n;
 	bool v2;
 	uint64_t mem_max;
-} cg;
+	int events; /* memory.events (v2) or memory.oom_control (v1), opened at creation */
+} cg = { .events = -1 };
 
 static int write_str(const char *dir, const char *file, const char *val)
 {
@@ -69,20 +72,32 @@ static int write_str(const char *dir, const char *file, const char *val)
 	return n == (ssize_t)strlen(val) ? 0 : -1;
 }
 
-/* The value of "key N" in a flat keyed file (memory.events, memory.oom_control). */
-static long long keyed(const char *dir, const char *file, const char *key)
+/* The value of "key N" in the flat keyed file open at fd (memory.events, memory.oom_control). */
+static long long keyed(int fd, const char *key)
 {
-	char p[PATH_MAX + 64], line[128];
-	snprintf(p, sizeof(p), "%s/%s", dir, file);
-	FILE *f = fopen(p, "re");
-	long long v = -1;
+	char buf[1024];
+	ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
 	size_t kl = strlen(key);
-	while (f && fgets(line, sizeof(line), f))
+	for (char *line = buf; line; line = strchr(line, '\n')) {
+		line += *line == '\n';
 		if (!strncmp(line, key, kl) && line[kl] == ' ')
-			v = atoll(line + kl + 1);
-	if (f)
-		fclose(f);
-	return v;
+			return atoll(line + kl + 1);
+	}
+	return -1;
+}
+
+/* Records cg.dir[i] as made: opens its parent for cgroup_remove(). */
+static int cg_made(int i)
+{
+	char parent[PATH_MAX];
+	snprintf(parent, sizeof(parent), "%s", cg.dir[i]);
+	*strrchr(parent, '/') = 0;
+	cg.parent[i] = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	cg.n = i + 1;
+	return cg.parent[i] < 0 ? -1 : 0;
 }
 
 /* This process's cgroup path in hierarchy `ctrl` ("" for v2's unified line). */
@@ -124,6 +139,17 @@ static int mkdir_p(const char *path, mode_t mode)
 	return mkdir(p, mode) < 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* Opens the memory controller's event counts, read once the VMM has ended. */
+static int open_events(const char *file, const char **why)
+{
+	char p[PATH_MAX + 64];
+	snprintf(p, sizeof(p), "%s/%s", cg.dir[0], file);
+	cg.events = open(p, O_RDONLY | O_CLOEXEC);
+	if (cg.events < 0)
+		*why = "cannot open the VM cgroup's memory events";
+	return cg.events < 0 ? -1 : 0;
+}
+
 /* Creates this VM's cgroup(s) with their limits. 0, or -1 with *why set. */
 static int cgroup_create(const struct jail_cfg *j, const char *name, const char **why)
 {
@@ -144,11 +170,10 @@ static int cgroup_create(const struct jail_cfg *j, const char *name, const char 
 			return -1;
 		}
 		snprintf(cg.dir[0], sizeof(cg.dir[0]), CG_V2_ROOT "/hearth/%s", name);
-		if (mkdir(cg.dir[0], 0755) < 0) {
+		if (mkdir(cg.dir[0], 0755) < 0 || cg_made(0) < 0) {
 			*why = "cgroup v2: cannot create the VM's cgroup";
 			return -1;
 		}
-		cg.n = 1;
 		int bad = 0;
 		if (j->mem_max) {
 			snprintf(v, sizeof(v), "%llu", (unsigned long long)j->mem_max);
@@ -167,7 +192,7 @@ static int cgroup_create(const struct jail_cfg *j, const char *name, const char 
 			*why = "cgroup v2: cannot set the VM's limits";
 			return -1;
 		}
-		return 0;
+		return open_events("memory.events", why);
 	}
 	/* v1: one directory per controller, under this process's own cgroup there. */
 	static const char *const ctrl[CG_MAX] = { "memory", "cpu", "pids" };
@@ -182,11 +207,10 @@ static int cgroup_create(const struct jail_cfg *j, const char *name, const char 
 		own_path(ctrl[i], own, sizeof(own));
 		snprintf(cg.dir[i], sizeof(cg.dir[i]), "%s%s/hearth/%s", base,
 			 strcmp(own, "/") ? own : "", name);
-		if (mkdir_p(cg.dir[i], 0755) < 0) {
+		if (mkdir_p(cg.dir[i], 0755) < 0 || cg_made(i) < 0) {
 			*why = "cgroup v1: cannot create the VM's cgroup";
 			return -1;
 		}
-		cg.n = i + 1;
 	}
 	int bad = 0;
 	if (j->mem_max) {
@@ -207,65 +231,21 @@ static int cgroup_create(const struct jail_cfg *j, const char *name, const char 
 		*why = "cgroup v1: cannot set the VM's limits";
 		return -1;
 	}
-	return 0;
+	return open_events("memory.oom_control", why);
 }
 
 static long long cgroup_oom_kills(void)
 {
-	if (!cg.n)
-		return 0;
-	return cg.v2 ? keyed(cg.dir[0], "memory.events", "oom_kill")
-		     : keyed(cg.dir[0], "memory.oom_control", "oom_kill");
+	return cg.n ? keyed(cg.events, "oom_kill") : 0;
 }
 
 static void cgroup_remove(void)
 {
 	for (int i = cg.n - 1; i >= 0; i--)
-		rmdir(cg.dir[i]);
-}
-
-static pid_t child_pid;
-
-static void forward(int sig)
-{
-	if (child_pid > 0)
-		kill(child_pid, sig);
-}
-
-/* The parent outside the namespaces: wait for the VMM, report, clean up. */
-static void supervise(pid_t child, int alive_w)
-{
-	child_pid = child;
-	/* Nothing but stderr (the console log) and the liveness pipe stays open. */
-	for (int fd = 0; fd < 2; fd++)
-		if (fd != alive_w)
-			close(fd);
-	close_range(3, alive_w > 3 ? (unsigned)alive_w - 1 : 2, 0);
-	close_range((unsigned)alive_w + 1, ~0U, 0);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = forward;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	int st;
-	while (waitpid(child, &st, 0) < 0)
-		if (errno != EINTR)
-			err(VMM_EXIT_ERROR, "jail: waitpid");
-	long long ooms = cgroup_oom_kills();
-	cgroup_remove();
-	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && ooms > 0) {
-		fprintf(stderr,
-			"hearth-vmm: the VM was killed by its cgroup: memory limit of %llu MiB "
-			"(guest RAM plus VMM overhead) reached\n",
-			(unsigned long long)(cg.mem_max >> 20));
-		exit(VMM_EXIT_CGROUP_OOM);
-	}
-	if (WIFEXITED(st))
-		exit(WEXITSTATUS(st));
-	signal(WTERMSIG(st), SIG_DFL);
-	raise(WTERMSIG(st));
-	exit(128 + WTERMSIG(st));
+		if (cg.parent[i] >= 0)
+			unlinkat(cg.parent[i], strrchr(cg.dir[i], '/') + 1, AT_REMOVEDIR);
+		else
+			rmdir(cg.dir[i]); /* its parent could not be opened: only before the fork */
 }
 
 static void set_limit(int res, rlim_t v, const char *what)
@@ -293,6 +273,85 @@ static void close_others(int *keep, int n)
 		from = (unsigned)keep[i] + 1;
 	}
 	close_range(from, ~0U, 0);
+}
+
+static pid_t child_pid;
+
+static void forward(int sig)
+{
+	if (child_pid > 0)
+		kill(child_pid, sig);
+}
+
+/*
+ * The supervisor keeps root's uid (the cgroup directories belong to root) but
+ * nothing else: no capability but CAP_KILL (the VMM runs under another uid),
+ * an empty bounding set, no_new_privs, and a seccomp filter that allows
+ * waiting, signals, stderr, and removing the cgroup through the fds it holds.
+ */
+static void confine_supervisor(void)
+{
+	for (int c = 0; c <= 63; c++)
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+			err(VMM_EXIT_ERROR, "jail: supervisor: dropping capability %d", c);
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	memset(d, 0, sizeof(d));
+	d[0].effective = d[0].permitted = 1u << CAP_KILL;
+	if (syscall(SYS_capset, &h, d) < 0)
+		err(VMM_EXIT_ERROR, "jail: supervisor: capset");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		err(VMM_EXIT_ERROR, "jail: supervisor: no_new_privs");
+	set_limit(RLIMIT_CORE, 0, "core");
+	set_limit(RLIMIT_NPROC, 0, "nproc");
+	seccomp_install_supervisor();
+}
+
+/* The parent outside the namespaces: wait for the VMM, report, clean up. */
+static void supervise(pid_t child, int alive_w)
+{
+	child_pid = child;
+	/* Nothing but stderr (the console log), the liveness pipe and the cgroup's fds stays open. */
+	int keep[CG_MAX + 2], nkeep = 0;
+	keep[nkeep++] = alive_w;
+	if (cg.events >= 0)
+		keep[nkeep++] = cg.events;
+	for (int i = 0; i < cg.n; i++)
+		keep[nkeep++] = cg.parent[i];
+	for (int fd = 0; fd < 2; fd++) {
+		bool kept = false;
+		for (int i = 0; i < nkeep; i++)
+			kept |= keep[i] == fd;
+		if (!kept)
+			close(fd);
+	}
+	close_others(keep, nkeep);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	confine_supervisor();
+	int st;
+	while (waitpid(child, &st, 0) < 0)
+		if (errno != EINTR)
+			err(VMM_EXIT_ERROR, "jail: waitpid");
+	long long ooms = cgroup_oom_kills();
+	cgroup_remove();
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && ooms > 0) {
+		fprintf(stderr,
+			"hearth-vmm: the VM was killed by its cgroup: memory limit of %llu MiB "
+			"(guest RAM plus VMM overhead) reached\n",
+			(unsigned long long)(cg.mem_max >> 20));
+		exit(VMM_EXIT_CGROUP_OOM);
+	}
+	if (WIFEXITED(st))
+		exit(WEXITSTATUS(st));
+	signal(WTERMSIG(st), SIG_DFL);
+	raise(WTERMSIG(st));
+	exit(128 + WTERMSIG(st));
 }
 
 void jail_enter(struct jail_cfg *j)

@@ -24,7 +24,11 @@
  * SIGINT and SIGHUP, waits, and exits with the VMM's status. When the VMM was
  * killed by its cgroup's memory limit it says so on stderr and exits with
  * VMM_EXIT_CGROUP_OOM; then it removes the cgroup. If the supervisor is
- * killed, the VMM gets SIGKILL (parent-death signal).
+ * killed, the VMM gets SIGKILL (parent-death signal). The supervisor is
+ * confined too: it keeps uid 0 (the cgroup directories are root's) but only
+ * CAP_KILL, an empty bounding set, no_new_privs, and a seccomp filter without
+ * open, socket, fork or exec; it reads the OOM count and removes the cgroup
+ * through fds opened before.
  */
 #ifndef HEARTH_VMM_JAIL_H
 #define HEARTH_VMM_JAIL_H

@@ -607,6 +607,8 @@ int main(int argc, char **argv)
 	}
 
 	int console_fd = open_console(o.console);
+	if (o.no_seccomp)
+		seccomp_disable(); /* before the jail: its supervisor has a filter too */
 	if (o.pool) {
 		/* OpenSSL's first digest loads its provider (~0.7 ms): pay it now, not in restore. */
 		uint8_t d[32];
@@ -692,8 +694,6 @@ int main(int argc, char **argv)
 		vm->pause_req = true;
 		vm->paused = true;
 	}
-	if (o.no_seccomp)
-		seccomp_disable();
 	vm_start(vm);
 	seccomp_install_main();
 	if (o.pool) {

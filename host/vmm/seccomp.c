@@ -48,6 +48,21 @@ static const int main_calls[] = {
 	SCMP_SYS(bind), SCMP_SYS(listen), SCMP_SYS(dup3),
 };
 
+/*
+ * The jail's supervisor (jail.h): it waits for the VMM, forwards signals,
+ * reads the cgroup's OOM count from an fd opened before, removes the cgroup
+ * through directory fds opened before, writes stderr and exits. No open, no
+ * socket, no exec, no fork.
+ */
+static const int supervisor_calls[] = {
+	SCMP_SYS(wait4), SCMP_SYS(kill), SCMP_SYS(pread64), SCMP_SYS(read), SCMP_SYS(write),
+	SCMP_SYS(writev), SCMP_SYS(unlinkat), SCMP_SYS(close), SCMP_SYS(fstat),
+	SCMP_SYS(newfstatat), SCMP_SYS(lseek), SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(rt_sigprocmask), SCMP_SYS(restart_syscall), SCMP_SYS(tgkill), SCMP_SYS(getpid),
+	SCMP_SYS(gettid), SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(futex),
+	SCMP_SYS(exit), SCMP_SYS(exit_group),
+};
+
 static void add_all(scmp_filter_ctx ctx, const int *calls, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -55,21 +70,46 @@ static void add_all(scmp_filter_ctx ctx, const int *calls, size_t n)
 			errx(VMM_EXIT_ERROR, "seccomp: rule for syscall %d failed", calls[i]);
 }
 
-static void install(bool main_thread)
+/* False when filters are off (--no-seccomp, or a sanitizer build, said once on stderr). */
+static bool wanted(void)
 {
 	if (disabled)
-		return;
+		return false;
 #ifdef HEARTH_SANITIZED
 	static bool said;
 	if (!said) {
 		said = true;
 		fprintf(stderr, "hearth-vmm: sanitizer build, seccomp filters not installed\n");
 	}
-	return;
+	return false;
+#else
+	return true;
 #endif
+}
+
+static scmp_filter_ctx new_filter(void)
+{
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
 	if (!ctx)
 		errx(VMM_EXIT_ERROR, "seccomp: seccomp_init failed");
+	return ctx;
+}
+
+static void load(scmp_filter_ctx ctx)
+{
+	int r = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (r < 0) {
+		errno = -r;
+		err(VMM_EXIT_ERROR, "seccomp: seccomp_load failed");
+	}
+}
+
+static void install(bool main_thread)
+{
+	if (!wanted())
+		return;
+	scmp_filter_ctx ctx = new_filter();
 	add_all(ctx, common_calls, sizeof(common_calls) / sizeof(common_calls[0]));
 	if (main_thread)
 		add_all(ctx, main_calls, sizeof(main_calls) / sizeof(main_calls[0]));
@@ -79,12 +119,16 @@ static void install(bool main_thread)
 	    seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
 			     SCMP_A0(SCMP_CMP_EQ, AF_UNIX)) < 0)
 		errx(VMM_EXIT_ERROR, "seccomp: argument rules failed");
-	int r = seccomp_load(ctx);
-	seccomp_release(ctx);
-	if (r < 0) {
-		errno = -r;
-		err(VMM_EXIT_ERROR, "seccomp: seccomp_load failed");
-	}
+	load(ctx);
+}
+
+void seccomp_install_supervisor(void)
+{
+	if (!wanted())
+		return;
+	scmp_filter_ctx ctx = new_filter();
+	add_all(ctx, supervisor_calls, sizeof(supervisor_calls) / sizeof(supervisor_calls[0]));
+	load(ctx);
 }
 
 void seccomp_install_vcpu(void)

@@ -21,7 +21,9 @@
 /* Fatal if a filter cannot be built or loaded (host set-up failure). */
 void seccomp_install_vcpu(void);
 void seccomp_install_main(void);
-/* Disables both (--no-seccomp); call before any install. */
+/* The jail's supervisor (jail.h): wait, signals, stderr, and removing the cgroup. */
+void seccomp_install_supervisor(void);
+/* Disables all three (--no-seccomp); call before any install. */
 void seccomp_disable(void);
 
 #endif

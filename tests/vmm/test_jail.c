@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -195,6 +196,62 @@ static void jail_identity(void **st)
 	}
 	jstop(&a);
 	jstop(&b);
+}
+
+/*
+ * The supervisor, outside the namespaces, keeps uid 0 but only CAP_KILL, with
+ * no_new_privs, a seccomp filter and no fd but stderr, its liveness pipe and
+ * the cgroup's; it still forwards SIGTERM and removes the VM's cgroup.
+ */
+static void jail_supervisor_confined(void **st)
+{
+	(void)st;
+	need_jail();
+	static struct jvm a;
+	jstart(&a, "jsup", NULL);
+	ready(&a);
+	echo_session(a.sock, "sup", 1);
+	int sp = (int)a.r.pid, vp = vmm_pid(&a);
+	assert_string_equal(status_field(sp, "Uid"), "0 0 0 0");
+	assert_string_equal(status_field(sp, "CapEff"), "0000000000000020"); /* CAP_KILL */
+	assert_string_equal(status_field(sp, "CapPrm"), "0000000000000020");
+	assert_string_equal(status_field(sp, "CapInh"), "0000000000000000");
+	assert_string_equal(status_field(sp, "CapBnd"), "0000000000000000");
+	assert_string_equal(status_field(sp, "NoNewPrivs"), "1");
+	char *e = slurp(a.r.errlog, NULL);
+	if (!e || !strstr(e, "sanitizer build, seccomp filters not installed"))
+		assert_string_equal(status_field(sp, "Seccomp"), "2");
+	free(e);
+	char fdd[64];
+	snprintf(fdd, sizeof(fdd), "/proc/%d/fd", sp);
+	DIR *d = opendir(fdd);
+	assert_non_null(d);
+	int nfd = 0;
+	for (struct dirent *de; (de = readdir(d));)
+		nfd += de->d_name[0] != '.';
+	closedir(d);
+	assert_true(nfd <= 1 + 1 + 1 + 3); /* stderr, the pipe, memory events, <= 3 parents */
+	/* The VMM's cgroup, removed by the supervisor once the VMM has ended. */
+	char cgp[600] = "", line[512];
+	snprintf(fdd, sizeof(fdd), "/proc/%d/cgroup", vp);
+	FILE *f = fopen(fdd, "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		char *h = strstr(line, "/hearth/vmm-");
+		if (h && !cgp[0] && access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0) {
+			h[strcspn(h, "\n")] = 0;
+			snprintf(cgp, sizeof(cgp), "/sys/fs/cgroup%s", strchr(line, '/'));
+		}
+	}
+	if (f)
+		fclose(f);
+	if (have_cgroup() && access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
+		assert_int_equal(access(cgp, F_OK), 0);
+	assert_int_equal(kill(sp, SIGTERM), 0);
+	assert_int_equal(vmm_wait(&a.r, T_MS), 4); /* forwarded: the VMM stopped on the signal */
+	if (cgp[0])
+		assert_int_equal(access(cgp, F_OK), -1);
+	rm_sdir(&a);
+	vmm_run_cleanup(&a.r);
 }
 
 /* Every path under dir (relative to root), into list; returns the count. */
@@ -508,6 +565,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest all[] = {
 		cmocka_unit_test_teardown(jail_identity, vmm_teardown),
+		cmocka_unit_test_teardown(jail_supervisor_confined, vmm_teardown),
 		cmocka_unit_test_teardown(jail_root_holds_only_sockets, vmm_teardown),
 		cmocka_unit_test_teardown(jail_no_network, vmm_teardown),
 		cmocka_unit_test_teardown(jail_cgroup_limits, vmm_teardown),
