@@ -100,6 +100,18 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, con
 			 NULL);
 }
 
+/*
+ * The host could not store something (its disk, not the client, is at fault):
+ * 507 InsufficientStorage when the disk is full, 500 StorageError otherwise.
+ */
+static enum MHD_Result send_storage_error(struct MHD_Connection *c, int e, const char *what)
+{
+	if (e == ENOSPC || e == EDQUOT)
+		return send_error(c, 507, "InsufficientStorage",
+				  "%s: the host's disk is full; the operator must free space", what);
+	return send_error(c, 500, "StorageError", "%s: %s", what, strerror(e));
+}
+
 /* ---- helpers ------------------------------------------------------------------ */
 
 static bool valid_name(const char *s)
@@ -420,6 +432,16 @@ enum api_invoke_result api_invoke_start(struct req *r, int64_t tenant_id, const 
 		free_invocation(inv);
 		return API_INVOKE_CHECKED;
 	}
+	size_t held = store_records_held(a->store);
+	if (held) {
+		free_invocation(inv);
+		out->status = 507;
+		out->code = "InsufficientStorage";
+		snprintf(out->message, sizeof(out->message),
+			 "hearthd cannot record invocations now: its state disk refuses writes (%zu "
+			 "records wait in memory); try again later", held);
+		return API_INVOKE_REFUSED;
+	}
 	if (mode == API_INVOKE_EVENT) {
 		rc = store_async_put(a->store, inv->request_id, tenant_id, inv->ver.id, r->body, r->len,
 				     wall_us() / 1000);
@@ -611,6 +633,13 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		/* Read: gone before the answer, not after it (on_completed runs later). */
 		unlink(r->upload_path);
 		r->upload_path[0] = 0;
+	}
+	if (rc == HEARTH_IMAGE_HOST_FAULT) {
+		int e = errno;
+
+		imagegc_deploy_end(a->cfg.imagegc);
+		hlog_error("api", "deploy of %s: the image could not be built: %s", name, err);
+		return send_storage_error(c, e, "the host could not build the image");
 	}
 	if (rc) {
 		imagegc_deploy_end(a->cfg.imagegc);
@@ -1098,7 +1127,13 @@ static enum MHD_Result route(struct req *r, const char *method, const char *url)
 		/* Ready for new work: the process answers AND its state store does (a fleet host
 		 * that lost PostgreSQL is alive but not ready); for load balancers. */
 		char why[300];
+		size_t held = store_records_held(a->store);
 
+		if (held)
+			return send_json(c, 503, json_pack("{s:s,s:s,s:I}", "status", "unavailable",
+							   "reason", "the state disk refuses writes: "
+							   "invocation records wait in memory",
+							   "records_held", (json_int_t)held), NULL);
 		if (store_health(a->store, why, sizeof(why)))
 			return send_json(c, 503, json_pack("{s:s,s:s}", "status", "unavailable",
 							   "reason", why), NULL);
@@ -1111,6 +1146,7 @@ static enum MHD_Result route(struct req *r, const char *method, const char *url)
 
 		quota_budget_summary(a->cfg.quota, &ratio, &at_80);
 		metrics_budget(ratio, at_80);
+		metrics_records_held(store_records_held(a->store));
 		char *m = metrics_render(&len);
 
 		return m ? send_buf(c, 200, "text/plain; version=0.0.4", m, len, NULL) : MHD_NO;
@@ -1124,7 +1160,7 @@ static enum MHD_Result route(struct req *r, const char *method, const char *url)
 	if (r->too_large)
 		return send_error(c, 413, "PayloadTooLarge", "request body exceeds %zu bytes", r->limit);
 	if (r->io_error)
-		return send_error(c, 500, "StorageError", "cannot store the upload");
+		return send_storage_error(c, r->io_errno, "cannot store the upload");
 	snprintf(path, sizeof(path), "%s", url); /* fits: begin_request refused longer ones */
 	n = split_path(path, seg, 6);
 	if (n < 2 || strcmp(seg[0], "v1") != 0)
@@ -1497,7 +1533,7 @@ static enum MHD_Result begin_request(struct req *r, const char *method, const ch
 		r->upload_fd = mkostemps(r->upload_path, 7, O_CLOEXEC);
 		if (r->upload_fd < 0) {
 			r->upload_path[0] = 0;
-			return send_error(c, 500, "StorageError", "cannot store the upload");
+			return send_storage_error(c, errno, "cannot store the upload");
 		}
 	}
 	return MHD_YES;
@@ -1530,8 +1566,10 @@ static void take_body(struct req *r, const char *data, size_t n)
 		return;
 	}
 	if (r->upload_fd >= 0) {
-		if (!write_all(r->upload_fd, data, n))
+		if (!write_all(r->upload_fd, data, n)) {
 			r->io_error = true;
+			r->io_errno = errno ? errno : EIO;
+		}
 		r->len += n;
 		return;
 	}
@@ -1539,6 +1577,7 @@ static void take_body(struct req *r, const char *data, size_t n)
 
 	if (!nb) {
 		r->io_error = true;
+		r->io_errno = ENOMEM;
 		return;
 	}
 	memcpy(nb + r->len, data, n);

@@ -58,6 +58,7 @@ struct req {
 	char *body;
 	size_t len, limit;
 	bool too_large, io_error;
+	int io_errno; /* why io_error: ENOSPC, EDQUOT... (ENOMEM for a body in memory) */
 	int upload_fd;              /* a package upload streams to upload_path */
 	char upload_path[600];
 	struct invocation *inv;

@@ -16,6 +16,9 @@
 #include "log.h"
 #include "store_backend.h"
 
+/* How often records held in memory (ledger_hold) are tried on file again. */
+#define HOLD_RETRY_MS 200
+
 /* One record on file, not yet committed. */
 struct pending {
 	struct pending *next;
@@ -32,6 +35,8 @@ struct ledger {
 	int active;          /* the segment appends go to */
 	char path[2][4300];
 	struct pending *head, *tail;
+	struct pending *held_head, *held_tail; /* not on file (the disk refused): in memory */
+	size_t held;
 	uint64_t added_seq;     /* the newest record on file */
 	uint64_t committed_seq; /* every record up to this one is committed */
 	bool flush_now, stopping, started;
@@ -159,6 +164,8 @@ static int replay(struct ledger *l, int seg)
 	return rc;
 }
 
+static void write_held_locked(struct ledger *l);
+
 static void *writer_main(void *arg)
 {
 	struct ledger *l = arg;
@@ -170,8 +177,16 @@ static void *writer_main(void *arg)
 		size_t n = 0;
 		int old, rc;
 
-		while (!l->head && !l->stopping)
-			pthread_cond_wait(&l->work, &l->mu);
+		while (!l->head && !l->stopping) {
+			if (!l->held_head) {
+				pthread_cond_wait(&l->work, &l->mu);
+				continue;
+			}
+			/* Records the disk refused: try them again every HOLD_RETRY_MS. */
+			struct timespec ts = deadline_in((int64_t)HOLD_RETRY_MS * 1000000);
+			pthread_cond_timedwait(&l->work, &l->mu, &ts);
+			write_held_locked(l);
+		}
 		if (!l->head)
 			break;
 		if (l->batch_us && !l->flush_now && !l->stopping) {
@@ -285,22 +300,32 @@ fail:
 	return rc;
 }
 
-int ledger_add(struct ledger *l, const struct inv_record *r)
+/* Puts p (its record on file) at the end of the writer's list. Under l->mu. */
+static void enqueue_locked(struct ledger *l, struct pending *p)
 {
-	json_t *j = store_record_json(r);
-	struct pending *p = malloc(sizeof(*p));
-	char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	size_t len, off = 0;
-	int rc = 0, seg;
+	p->seq = ++l->added_seq;
+	p->next = NULL;
+	if (l->tail)
+		l->tail->next = p;
+	else
+		l->head = p;
+	l->tail = p;
+	l->st.added++;
+	if (p == l->head)
+		pthread_cond_signal(&l->work);
+}
 
-	if (!line || !p) {
-		rc = -ENOMEM;
-		goto fail;
-	}
+/* Appends rec as one line to the active segment, all or nothing. Under l->mu. */
+static int append_locked(struct ledger *l, json_t *rec)
+{
+	char *line = json_dumps(rec, JSON_COMPACT);
+	int seg = l->active, rc = 0;
+	size_t len, off = 0;
+
+	if (!line)
+		return -ENOMEM;
 	len = strlen(line);
 	line[len++] = '\n'; /* the NUL becomes the line's end: one write, one record */
-	pthread_mutex_lock(&l->mu);
-	seg = l->active;
 	while (off < len) {
 		ssize_t w = pwrite(l->fd[seg], line + off, len - off, l->size[seg] + (off_t)off);
 
@@ -316,30 +341,103 @@ int ledger_add(struct ledger *l, const struct inv_record *r)
 		}
 		off += (size_t)w;
 	}
-	if (rc == 0) {
+	if (rc == 0)
 		l->size[seg] += (off_t)len;
+	free(line);
+	return rc;
+}
+
+int ledger_add(struct ledger *l, const struct inv_record *r)
+{
+	json_t *j = store_record_json(r);
+	struct pending *p = malloc(sizeof(*p));
+	int rc, seg;
+
+	if (!j || !p) {
+		free(p);
+		json_decref(j);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&l->mu);
+	seg = l->active;
+	rc = append_locked(l, j);
+	if (rc == 0) {
 		p->rec = j;
-		p->seq = ++l->added_seq;
-		p->next = NULL;
-		if (l->tail)
-			l->tail->next = p;
+		enqueue_locked(l, p);
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (rc) {
+		hlog_error("ledger", "cannot append to %s: %s", l->path[seg], strerror(-rc));
+		free(p);
+		json_decref(j);
+	}
+	return rc;
+}
+
+int ledger_hold(struct ledger *l, const struct inv_record *r)
+{
+	json_t *j = store_record_json(r);
+	struct pending *p = malloc(sizeof(*p));
+	int rc = 0;
+
+	if (!j || !p) {
+		free(p);
+		json_decref(j);
+		return -ENOMEM;
+	}
+	p->rec = j;
+	p->next = NULL;
+	pthread_mutex_lock(&l->mu);
+	if (l->held >= LEDGER_HOLD_MAX) {
+		rc = -ENOSPC;
+	} else {
+		if (!l->held)
+			hlog_error("ledger", "the journal and the store refuse writes: invocation "
+					     "records are held in memory and written once they take them "
+					     "again; new invocations are refused until then");
+		if (l->held_tail)
+			l->held_tail->next = p;
 		else
-			l->head = p;
-		l->tail = p;
-		l->st.added++;
-		if (p == l->head)
-			pthread_cond_signal(&l->work);
-		j = NULL;
+			l->held_head = p;
+		l->held_tail = p;
+		l->held++;
+		pthread_cond_signal(&l->work);
 		p = NULL;
 	}
 	pthread_mutex_unlock(&l->mu);
-	if (rc)
-		hlog_error("ledger", "cannot append to %s: %s", l->path[seg], strerror(-rc));
-fail:
-	free(line);
-	free(p);
-	json_decref(j);
+	if (p) {
+		json_decref(p->rec);
+		free(p);
+	}
 	return rc;
+}
+
+size_t ledger_held(struct ledger *l)
+{
+	pthread_mutex_lock(&l->mu);
+	size_t n = l->held;
+	pthread_mutex_unlock(&l->mu);
+	return n;
+}
+
+/* Puts held records on file, oldest first, until the first refusal. Under l->mu. */
+static void write_held_locked(struct ledger *l)
+{
+	size_t done = 0;
+
+	while (l->held_head && append_locked(l, l->held_head->rec) == 0) {
+		struct pending *p = l->held_head;
+
+		l->held_head = p->next;
+		if (!l->held_head)
+			l->held_tail = NULL;
+		l->held--;
+		done++;
+		enqueue_locked(l, p);
+	}
+	if (done && !l->held)
+		hlog_info("ledger", "the journal takes writes again: the %zu invocation records held "
+				    "in memory are on file", done);
 }
 
 int ledger_sync(struct ledger *l, int timeout_ms)
@@ -371,6 +469,24 @@ void ledger_close(struct ledger *l)
 		pthread_cond_signal(&l->work);
 		pthread_mutex_unlock(&l->mu);
 		pthread_join(l->thread, NULL);
+	}
+	if (l->held_head && l->fd[0] >= 0) {
+		/* Last try; what still does not fit goes to the log, whole, rather than nowhere. */
+		pthread_mutex_lock(&l->mu);
+		write_held_locked(l);
+		pthread_mutex_unlock(&l->mu);
+		for (struct pending *p = l->held_head; p; p = p->next) {
+			char *line = json_dumps(p->rec, JSON_COMPACT);
+
+			hlog_error("ledger", "unrecorded invocation record (the disk is full; add it "
+					     "to the journal by hand to bill it): %s", line ? line : "?");
+			free(line);
+		}
+	}
+	for (struct pending *p = l->held_head, *nx; p; p = nx) {
+		nx = p->next;
+		json_decref(p->rec);
+		free(p);
 	}
 	for (struct pending *p = l->head, *nx; p; p = nx) {
 		nx = p->next; /* left by a failed stop: still on file */

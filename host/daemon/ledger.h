@@ -50,6 +50,18 @@ int ledger_open(const char *base, ledger_commit_fn commit, void *ctx, unsigned b
 /* Appends one record. 0 once it is on file; -errno if it could not be written. */
 int ledger_add(struct ledger *l, const struct inv_record *r);
 /*
+ * A record that neither the journal nor the store would take (a full disk):
+ * held in memory, put on file by the writer as soon as the journal takes
+ * writes again (tried every 200 ms), and at close written to the log whole if
+ * it never does. -ENOSPC when LEDGER_HOLD_MAX are held already. While any is
+ * held, hearthd refuses new invocations (ledger_held), so at most the calls
+ * that were running when the disk filled are held.
+ */
+#define LEDGER_HOLD_MAX 65536
+int ledger_hold(struct ledger *l, const struct inv_record *r);
+/* How many records are held in memory. */
+size_t ledger_held(struct ledger *l);
+/*
  * Waits until every record added before the call is committed (or the store
  * has refused for timeout_ms). 0, or -ETIMEDOUT.
  */

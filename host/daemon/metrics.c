@@ -37,7 +37,7 @@ static const char *const reasons[] = { "RateLimitExceeded", "TenantConcurrencyLi
 #define NREASONS (sizeof(reasons) / sizeof(reasons[0]))
 static atomic_ullong throttles_by[NREASONS];
 static atomic_ullong cold_by_path[2]; /* boot, restore */
-static atomic_llong budget_ratio_ppm, budget_at_80;
+static atomic_llong budget_ratio_ppm, budget_at_80, records_held;
 static struct histogram duration, init_duration, boot_duration;
 
 static void observe(struct histogram *h, uint64_t us)
@@ -85,6 +85,11 @@ void metrics_budget(double max_used_ratio, int tenants_at_80)
 {
 	atomic_store(&budget_ratio_ppm, (long long)(max_used_ratio * 1e6));
 	atomic_store(&budget_at_80, tenants_at_80);
+}
+
+void metrics_records_held(size_t n)
+{
+	atomic_store(&records_held, (long long)n);
 }
 
 void metrics_clone_failed(void) { atomic_fetch_add(&clone_failures, 1); }
@@ -184,6 +189,10 @@ char *metrics_render(size_t *len)
 		   "# TYPE hearth_budget_tenants_at_80_percent gauge\n"
 		   "hearth_budget_tenants_at_80_percent %lld\n",
 		(double)atomic_load(&budget_ratio_ppm) / 1e6, (long long)atomic_load(&budget_at_80));
+	fprintf(f, "# HELP hearth_invocation_records_held Invocation records the disk refused, held "
+		   "in memory until it takes them; new invocations are refused meanwhile.\n"
+		   "# TYPE hearth_invocation_records_held gauge\nhearth_invocation_records_held %lld\n",
+		(long long)atomic_load(&records_held));
 	fprintf(f, "# HELP hearth_cold_starts_total Invocations that waited for a new VM.\n"
 		   "# TYPE hearth_cold_starts_total counter\nhearth_cold_starts_total %llu\n",
 		(unsigned long long)cold_starts);

@@ -26,6 +26,8 @@ void metrics_cold_start_path(const char *path);
  */
 void metrics_budget(double max_used_ratio, int tenants_at_80);
 void metrics_concurrency(int delta);
+/* Invocation records held in memory because the disk refused them (store_records_held). */
+void metrics_records_held(size_t n);
 /* An invocation run by sched_run_inline; handoff: finished by the VM's thread. */
 void metrics_inline(bool handoff);
 void metrics_vms(int delta);

@@ -131,12 +131,20 @@ static void ledger_first(struct store *s)
 
 int store_invocation_add(struct store *s, const struct inv_record *r)
 {
-	if (s->ledger) {
-		if (ledger_add(s->ledger, r) == 0)
-			return 0;
-		/* Not on file (a full disk, say): commit it directly rather than lose it. */
-	}
-	return s->ops->invocation_add(s->impl, r);
+	if (!s->ledger)
+		return s->ops->invocation_add(s->impl, r);
+	if (ledger_add(s->ledger, r) == 0)
+		return 0;
+	/* Not on file (a full disk, say): commit it directly rather than lose it, */
+	if (s->ops->invocation_add(s->impl, r) == 0)
+		return 0;
+	/* or hold it in memory until the disk takes it (new calls are refused meanwhile). */
+	return ledger_hold(s->ledger, r);
+}
+
+size_t store_records_held(struct store *s)
+{
+	return s->ledger ? ledger_held(s->ledger) : 0;
 }
 
 /* Every other operation: store_<op>(s, ...) -> the backend's. */

@@ -274,6 +274,12 @@ struct inv_record {
  * records waits for that commit first.
  */
 int store_invocation_add(struct store *s, const struct inv_record *r);
+/*
+ * Records that neither the journal nor the store would take (a full disk) are
+ * held in memory until they do (ledger.h). How many are held now; hearthd
+ * refuses new invocations while this is not 0.
+ */
+size_t store_records_held(struct store *s);
 /* n records in one transaction (rcs[i]: each one's outcome, -EEXIST if stored before). */
 int store_invocation_add_batch(struct store *s, const struct inv_record *r, size_t n, int *rcs);
 json_t *store_invocation_logs(struct store *s, int64_t tenant_id, const char *function, int limit);

@@ -743,7 +743,8 @@ aerr:
 	return -1;
 }
 
-static int write_cpio(struct ents *e, int fd, struct hearth_image *img, char *err, size_t errlen)
+static int write_cpio(struct ents *e, int fd, struct hearth_image *img, int *werr, char *err,
+		      size_t errlen)
 {
 	struct sink s = {.fd = fd};
 	struct archive *a = NULL;
@@ -819,6 +820,7 @@ out:
 		archive_write_free(a);
 	archive_entry_free(ae);
 	EVP_MD_CTX_free(s.md);
+	*werr = s.err;
 	return rc;
 }
 
@@ -874,7 +876,7 @@ int hearth_image_build(const struct hearth_image_opts *opts, struct hearth_image
 	static const char *const mount_points[] = {"dev", "proc", "sys", "tmp", "var", "bin"};
 	struct ents e = {0};
 	char *tmp = NULL;
-	int fd = -1, rc = -1;
+	int fd = -1, rc = -1, host_errno = 0, werr = 0;
 	struct ent *x;
 
 	memset(img, 0, sizeof(*img));
@@ -892,8 +894,10 @@ int hearth_image_build(const struct hearth_image_opts *opts, struct hearth_image
 		if (!(i == 5 && !img->manifest.shell) &&
 		    ents_add_dir(&e, mount_points[i], err, errlen))
 			goto out;
-	if (ents_add_host_file(&e, "init", opts->agent, err, errlen))
+	if (ents_add_host_file(&e, "init", opts->agent, err, errlen)) {
+		host_errno = errno ? errno : EIO; /* hearthd's own agent binary */
 		goto out;
+	}
 	x = ents_add_leaf(&e, "dev/console", S_IFCHR, 0600, err, errlen);
 	if (!x)
 		goto out;
@@ -915,8 +919,11 @@ int hearth_image_build(const struct hearth_image_opts *opts, struct hearth_image
 	     check_executable(&e, "init", img->manifest.init, err, errlen)))
 		goto out;
 
-	if (mkdir_p(opts->out_dir, err, errlen))
+	/* From here on, a failure is the host's (its disk), not the package's. */
+	if (mkdir_p(opts->out_dir, err, errlen)) {
+		host_errno = errno;
 		goto out;
+	}
 	if (asprintf(&tmp, "%s/.image-XXXXXX", opts->out_dir) < 0) {
 		tmp = NULL;
 		seterr(err, errlen, "out of memory");
@@ -924,14 +931,18 @@ int hearth_image_build(const struct hearth_image_opts *opts, struct hearth_image
 	}
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
+		host_errno = errno;
 		seterr(err, errlen, "mkstemp in %s: %s", opts->out_dir, strerror(errno));
 		free(tmp);
 		tmp = NULL;
 		goto out;
 	}
-	if (write_cpio(&e, fd, img, err, errlen))
+	if (write_cpio(&e, fd, img, &werr, err, errlen)) {
+		host_errno = werr; /* 0: reading the package failed */
 		goto out;
+	}
 	if (fchmod(fd, 0644) < 0 || fsync(fd) < 0) {
+		host_errno = errno;
 		seterr(err, errlen, "%s: %s", tmp, strerror(errno));
 		goto out;
 	}
@@ -942,6 +953,7 @@ int hearth_image_build(const struct hearth_image_opts *opts, struct hearth_image
 	}
 	/* Same content, same name: replacing an existing image is harmless. */
 	if (rename(tmp, img->path) < 0) {
+		host_errno = errno;
 		seterr(err, errlen, "rename to %s: %s", img->path, strerror(errno));
 		goto out;
 	}
@@ -958,5 +970,9 @@ out:
 	ents_free(&e);
 	if (rc)
 		hearth_image_free(img);
+	if (rc && host_errno) {
+		errno = host_errno;
+		return HEARTH_IMAGE_HOST_FAULT;
+	}
 	return rc;
 }

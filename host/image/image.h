@@ -105,9 +105,12 @@ void hearth_image_free(struct hearth_image *img);
 
 /*
  * Builds the initramfs for opts->package. On success fills *img (free with
- * hearth_image_free()) and returns 0. On failure returns -1 with a message
- * in err and leaves no partial file in out_dir.
+ * hearth_image_free()) and returns 0. On failure leaves a message in err and
+ * no partial file in out_dir, and returns -1 when the package is at fault, or
+ * HEARTH_IMAGE_HOST_FAULT with errno set when the host is (writing out_dir
+ * failed: ENOSPC, EDQUOT, EIO...; or the agent binary is unreadable).
  */
+#define HEARTH_IMAGE_HOST_FAULT (-2)
 int hearth_image_build(const struct hearth_image_opts *opts, struct hearth_image *img, char *err,
 		       size_t errlen);
 

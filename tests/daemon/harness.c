@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -293,6 +294,9 @@ int teardown(void **state)
 		kill(h->pid, SIGKILL);
 		waitpid(h->pid, NULL, 0);
 	}
+	/* A case that mounted its own state directory (test_disk_full) and failed. */
+	snprintf(cmd, sizeof(cmd), "%s/state", h->dir);
+	umount2(cmd, MNT_DETACH);
 	if (getenv("HEARTH_KEEP_TEST_DIRS") == NULL) {
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", h->dir);
 		if (system(cmd) != 0) {

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -684,6 +685,126 @@ static void test_protocol_errors(void **state)
 	hd_stop(h);
 }
 
+/* ---- a full disk: clear errors, no record lost, back to work once there is room --- */
+
+/* The invocations of tenant key's functions on record (its usage, summed). */
+static long usage_invocations(struct hd *h, const char *key)
+{
+	struct resp r;
+	long n = 0;
+
+	assert_int_equal(http(h, "GET", "/v1/usage", key, NULL, NULL, 0, NULL, &r), 200);
+	json_t *j = body_json(&r), *row;
+	size_t i;
+
+	json_array_foreach(json_object_get(j, "usage"), i, row)
+		n += (long)json_integer_value(json_object_get(row, "invocations"));
+	json_decref(j);
+	resp_free(&r);
+	return n;
+}
+
+static void test_disk_full(void **state)
+{
+	struct hd *h = *state;
+	char st[128], fill[160], cmd[400];
+	struct resp r;
+	long ok = 0;
+	int refused = 0;
+
+	if (geteuid() != 0) {
+		printf("SKIP: mounting a small tmpfs as the state directory needs root\n");
+		exit(77);
+	}
+	snprintf(st, sizeof(st), "%s/state", h->dir);
+	assert_int_equal(mkdir(st, 0700), 0);
+	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=16m,mode=0700 hearth-test %s", st);
+	if (system(cmd) != 0) {
+		printf("SKIP: cannot mount a tmpfs here (%s)\n", cmd);
+		exit(77);
+	}
+	hd_start(h);
+	char *key = tenant_create(h, "acme");
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL);
+	invoke_ok(h, key, "hello");
+	ok++;
+
+	/* Fill the disk. */
+	snprintf(fill, sizeof(fill), "%s/filler", st);
+	int fd = open(fill, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	static char block[1 << 16];
+	assert_true(fd >= 0);
+	while (write(fd, block, sizeof(block)) > 0)
+		;
+	assert_int_equal(errno, ENOSPC);
+	close(fd);
+
+	/* A deploy: 507, not the package's fault, and no half image or upload left. */
+	size_t len;
+	char *pkg = pack(h, EXAMPLES_DIR "/hello", &len);
+	expect_error(http(h, "POST", "/v1/functions/hello2", key, NULL, pkg, len,
+			  "Content-Type: application/gzip", &r), &r, 507, "InsufficientStorage");
+	free(pkg);
+	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A %s/tmp)\" && test $(ls -A %s/images | wc -l) = 1",
+		 st, st);
+	assert_int_equal(system(cmd), 0);
+
+	/*
+	 * Invocations: a call that ran when the disk refused its record is answered,
+	 * and its record is held in memory; from then on new calls get 507 until
+	 * the disk takes writes again. (The store's own free pages may take a few
+	 * records first.)
+	 */
+	for (int i = 0; i < 200 && !refused; i++) {
+		long s = invoke(h, key, "hello", "full", NULL, &r);
+
+		if (s == 200) {
+			ok++;
+		} else {
+			if (s != 507)
+				fprintf(stderr, "got %ld %s\n", s, r.body ? r.body : "");
+			assert_int_equal(s, 507);
+			assert_string_equal(error_code(&r), "InsufficientStorage");
+			refused++;
+		}
+		resp_free(&r);
+	}
+	assert_int_equal(refused, 1);
+	assert_int_equal(http(h, "GET", "/readyz", NULL, NULL, NULL, 0, NULL, &r), 503);
+	assert_non_null(strstr(r.body, "records_held"));
+	resp_free(&r);
+	assert_true(metric(h, "hearth_invocation_records_held") >= 1);
+	hd_alive(h); /* alive all along: /healthz answers */
+
+	/* Room again: the held records go to the journal, and calls are taken again. */
+	assert_int_equal(unlink(fill), 0);
+	long got = 0;
+	for (int i = 0; i < 100; i++) {
+		got = http(h, "GET", "/readyz", NULL, NULL, NULL, 0, NULL, &r);
+		resp_free(&r);
+		if (got == 200)
+			break;
+		usleep(50000);
+	}
+	assert_int_equal(got, 200);
+	assert_int_equal(metric(h, "hearth_invocation_records_held"), 0);
+	invoke_ok(h, key, "hello");
+	ok++;
+	/* Every call that was answered is on record: none lost, none counted twice. */
+	assert_int_equal(usage_invocations(h, key), ok);
+	deploy(h, key, "hello2", EXAMPLES_DIR "/hello", NULL);
+	invoke_ok(h, key, "hello2");
+	ok++;
+	/* And after a restart. */
+	hd_stop(h);
+	hd_start(h);
+	assert_int_equal(usage_invocations(h, key), ok);
+	free(key);
+	hd_stop(h);
+	snprintf(cmd, sizeof(cmd), "umount %s", st);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -696,6 +817,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_nul_in_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_query_integers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_protocol_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
