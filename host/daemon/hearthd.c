@@ -7,12 +7,14 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -212,6 +214,74 @@ static char *find_kernel(const char *file)
 	if (d)
 		closedir(d);
 	return best;
+}
+
+/*
+ * One hearthd per state directory and per run directory: a second one would
+ * replay and empty the first one's ledger journal, and take its VMs' sockets.
+ * The lock (flock on DIR/hearthd.lock, held for the process's life) goes with
+ * the process, however it ends. 0, or -1 after saying who holds it.
+ */
+static int lock_dir(const char *dir, const char *what)
+{
+	char path[PATH_MAX], pid[32] = "";
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/hearthd.lock", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "hearthd: cannot open %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n = errno == EWOULDBLOCK ? pread(fd, pid, sizeof(pid) - 1, 0) : -1;
+
+		if (n > 0)
+			pid[strcspn(pid, "\n")] = 0;
+		if (errno == EWOULDBLOCK || n > 0)
+			fprintf(stderr, "hearthd: the %s %s is in use by another hearthd (pid %s); "
+					"one hearthd per directory\n", what, dir, n > 0 ? pid : "?");
+		else
+			fprintf(stderr, "hearthd: cannot lock %s: %s\n", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		fprintf(stderr, "hearthd: warning: cannot write the pid into %s\n", path);
+	return 0; /* fd stays open: the lock lives as long as this process */
+}
+
+/*
+ * What a killed hearthd left in the state directory: uploads being received
+ * (tmp/) and images being written (images/.image-*). Nobody else writes there
+ * (lock_dir). Returns how many files were removed.
+ */
+static int remove_leftovers(const char *state_dir)
+{
+	static const struct { const char *sub, *prefix; } where[] = {
+		{ "tmp", "" }, { "images", ".image-" },
+	};
+	int removed = 0;
+
+	for (size_t i = 0; i < sizeof(where) / sizeof(where[0]); i++) {
+		char dir[PATH_MAX];
+		DIR *d;
+		struct dirent *e;
+
+		snprintf(dir, sizeof(dir), "%s/%s", state_dir, where[i].sub);
+		if (!(d = opendir(dir)))
+			continue;
+		while ((e = readdir(d))) {
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+			    strncmp(e->d_name, where[i].prefix, strlen(where[i].prefix)))
+				continue;
+			if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+				removed++;
+		}
+		closedir(d);
+	}
+	return removed;
 }
 
 static int mkdirs(const char *path, mode_t mode)
@@ -427,6 +497,19 @@ int main(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
+	{
+		struct stat a, b;
+		bool same = stat(state_dir, &a) == 0 && stat(run_dir, &b) == 0 &&
+			    a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+
+		if (lock_dir(state_dir, "state directory") ||
+		    (!same && lock_dir(run_dir, "run directory")))
+			return 1;
+	}
+	int left = remove_leftovers(state_dir);
+	if (left)
+		hlog_info("hearthd", "removed %d files a killed hearthd left in %s (uploads, "
+			  "half-written images)", left, state_dir);
 	if (sock) {
 		char d[PATH_MAX];
 

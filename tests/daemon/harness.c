@@ -274,6 +274,15 @@ void hd_stop(struct hd *h)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
 int setup(void **state)
 {
 	struct hd *h = calloc(1, sizeof(*h));

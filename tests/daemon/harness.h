@@ -92,6 +92,8 @@ void hd_start_args(struct hd *h, const char *const *extra);
 void hd_start(struct hd *h);
 void hd_alive(struct hd *h);
 void hd_stop(struct hd *h);
+/* Writes text to path (asserts). */
+void write_file(const char *path, const char *text);
 int setup(void **state);
 int teardown(void **state);
 char *tenant_create(struct hd *h, const char *name);

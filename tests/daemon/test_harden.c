@@ -805,6 +805,64 @@ static void test_disk_full(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* ---- one hearthd per state and run directory; a killed one's leftovers go --------- */
+
+/* Runs a second hearthd on the given directories; its exit status, its output in out. */
+static int second_hearthd(struct hd *h, const char *state, const char *run, char *out, size_t len)
+{
+	char cmd[700];
+
+	/* timeout: a hearthd that is not refused would run on (and the case fail, not hang) */
+	snprintf(cmd, sizeof(cmd), "timeout 20 %s --config none --engine process --allow-unisolated "
+		 "--state-dir %s --run-dir %s --socket %s/second.sock --listen 127.0.0.1:%d "
+		 "--ui-dir none 2>&1", HEARTHD_BIN, state, run, h->dir, free_port());
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	size_t n = fread(out, 1, len - 1, p);
+	out[n] = 0;
+	int st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_one_daemon_per_dir(void **state)
+{
+	struct hd *h = *state;
+	char st[128], run[128], other[128], out[4096], want[160], path[200];
+
+	snprintf(st, sizeof(st), "%s/state", h->dir);
+	snprintf(run, sizeof(run), "%s/run", h->dir);
+	snprintf(other, sizeof(other), "%s/other", h->dir);
+	hd_start(h);
+	char *key = tenant_create(h, "acme");
+	deploy(h, key, "hello", EXAMPLES_DIR "/hello", NULL);
+	/* A second hearthd on the same state directory, or the same run directory: refused. */
+	snprintf(want, sizeof(want), "is in use by another hearthd (pid %d)", (int)h->pid);
+	assert_int_equal(second_hearthd(h, st, other, out, sizeof(out)), 1);
+	assert_non_null(strstr(out, "the state directory"));
+	assert_non_null(strstr(out, want));
+	assert_int_equal(second_hearthd(h, other, run, out, sizeof(out)), 1);
+	assert_non_null(strstr(out, "the run directory"));
+	assert_non_null(strstr(out, want));
+	/* The first one never noticed. */
+	invoke_ok(h, key, "hello");
+
+	/* Killed mid-upload and mid-image: those files are gone at the next start. */
+	kill(h->pid, SIGKILL);
+	waitpid(h->pid, NULL, 0);
+	snprintf(path, sizeof(path), "%s/tmp/upload-AbC123.tar.gz", st);
+	write_file(path, "half an upload");
+	snprintf(path, sizeof(path), "%s/images/.image-XyZ789", st);
+	write_file(path, "half an image");
+	hd_start(h); /* the lock went with the killed process */
+	snprintf(path, sizeof(path), "%s/tmp/upload-AbC123.tar.gz", st);
+	assert_int_equal(access(path, F_OK), -1);
+	snprintf(path, sizeof(path), "%s/images/.image-XyZ789", st);
+	assert_int_equal(access(path, F_OK), -1);
+	invoke_ok(h, key, "hello"); /* its real image stayed */
+	free(key);
+	hd_stop(h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -818,6 +876,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_query_integers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_protocol_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_daemon_per_dir, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
