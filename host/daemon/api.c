@@ -15,6 +15,7 @@
 #include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -110,6 +111,26 @@ static enum MHD_Result send_storage_error(struct MHD_Connection *c, int e, const
 		return send_error(c, 507, "InsufficientStorage",
 				  "%s: the host's disk is full; the operator must free space", what);
 	return send_error(c, 500, "StorageError", "%s: %s", what, strerror(e));
+}
+
+/*
+ * Deploys must leave a->disk_reserve bytes free on the state directory's file
+ * system, so that a tenant's images never take the room invocation records
+ * need. NULL if need more bytes fit, else why not (for a 507).
+ */
+static const char *disk_short(struct api *a, uint64_t need, char *why, size_t len)
+{
+	struct statvfs v;
+
+	if (!a->disk_reserve || statvfs(a->cfg.state_dir, &v) != 0)
+		return NULL;
+	uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize;
+	if (avail >= need && avail - need >= a->disk_reserve)
+		return NULL;
+	snprintf(why, len, "the host keeps %llu MiB of its disk free for invocation records, and "
+		 "%llu MiB are free: no room for a deploy now; the operator must free space",
+		 (unsigned long long)(a->disk_reserve >> 20), (unsigned long long)(avail >> 20));
+	return why;
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -621,6 +642,17 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		close(r->upload_fd);
 		r->upload_fd = -1;
 		package = r->upload_path;
+	}
+	/* The image holds the package unpacked and the agent: room for about that. */
+	struct stat ast;
+	uint64_t need = r->len * 4 + (stat(a->cfg.agent_bin, &ast) == 0 ? (uint64_t)ast.st_size : 0);
+	char dwhy[256];
+	if (disk_short(a, need, dwhy, sizeof(dwhy))) {
+		if (package == r->upload_path) {
+			unlink(r->upload_path);
+			r->upload_path[0] = 0;
+		}
+		return send_error(c, 507, "InsufficientStorage", "%s", dwhy);
 	}
 	opts.package = package;
 	opts.agent = a->cfg.agent_bin;
@@ -1527,6 +1559,9 @@ static enum MHD_Result begin_request(struct req *r, const char *method, const ch
 			return send_error(c, 413, "PackageTooLarge",
 					  "the package is %s bytes; this tenant's limit is %lld", cl,
 					  (long long)lim.max_package_bytes);
+		char dwhy[256];
+		if (disk_short(a, cl ? strtoull(cl, NULL, 10) : 0, dwhy, sizeof(dwhy)))
+			return send_error(c, 507, "InsufficientStorage", "%s", dwhy);
 		/* Packages go to disk as they arrive, never whole into memory. */
 		snprintf(r->upload_path, sizeof(r->upload_path), "%s/upload-XXXXXX.tar.gz",
 			 a->tmp_dir);
@@ -1754,6 +1789,20 @@ int api_start(const struct api_config *cfg, struct store *store, struct sched *s
 	snprintf(a->tmp_dir, sizeof(a->tmp_dir), "%s/tmp", cfg->state_dir);
 	mkdir(a->images_dir, 0700);
 	mkdir(a->tmp_dir, 0700);
+	if (cfg->disk_reserve_mb >= 0) {
+		a->disk_reserve = (uint64_t)cfg->disk_reserve_mb << 20;
+	} else {
+		struct statvfs v;
+
+		if (statvfs(cfg->state_dir, &v) == 0)
+			a->disk_reserve = (uint64_t)v.f_blocks * v.f_frsize / 20;
+		if (a->disk_reserve > (1ull << 30))
+			a->disk_reserve = 1ull << 30;
+	}
+	if (a->disk_reserve)
+		hlog_info("api", "deploys leave %llu MiB free on %s for invocation records "
+			  "(--disk-reserve-mb)", (unsigned long long)(a->disk_reserve >> 20),
+			  cfg->state_dir);
 	if (pthread_create(&a->sweeper, NULL, sweeper_main, a) != 0) {
 		hlog_error("api", "cannot start the header deadline thread");
 		api_free(a);

@@ -58,6 +58,8 @@ struct api_config {
 	int unreserved_floor;        /* slots that reservations may not take */
 	const char *ui_dir;          /* the web console's files (ui.h); NULL = no console */
 	const char *aws_region;      /* the Lambda API's region (SigV4 scope, ARNs); default us-east-1 */
+	int64_t disk_reserve_mb;     /* free space deploys leave on state_dir's file system, for
+				      * invocation records; -1 = 5% of it, at most 1 GiB; 0 = none */
 };
 
 #define API_DEFAULT_AWS_REGION "us-east-1"

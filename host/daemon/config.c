@@ -56,6 +56,7 @@ static const struct {
 	{ "image-gc-interval", K_INT, 1, 31536000 },
 	{ "ledger-batch-ms", K_INT, 0, 600000 },
 	{ "inline-max-us", K_INT, 0, 10000000 },
+	{ "disk-reserve-mb", K_INT, 0, 1LL << 30 },
 	{ "ui-dir", K_UIDIR, 0, 0 },
 	{ "region", K_STRING, 0, 0 },
 	{ "aws-region", K_STRING, 0, 0 },

@@ -109,6 +109,9 @@ static void usage(FILE *f)
 		"                         SQLite store (durable from then on) and committed to it in\n"
 		"                         batches: a batch waits up to N ms for more (default 2;\n"
 		"                         0 = at once). Every read of usage or logs commits first.\n"
+		"  --disk-reserve-mb N    deploys leave N MiB free on the state directory's file\n"
+		"                         system, for invocation records: beyond, 507 (default: 5%%\n"
+		"                         of it, at most 1024; 0 = none)\n"
 		"  --ui-dir DIR           the web console's files, served at /ui/ (default %s;\n"
 		"                         'none' = no console)\n"
 		"  --aws-region R         the same as --region\n"
@@ -337,6 +340,7 @@ int main(int argc, char **argv)
 		{ "image-gc-interval", required_argument, NULL, 'i' },
 		{ "ledger-batch-ms", required_argument, NULL, 'L' },
 		{ "inline-max-us", required_argument, NULL, 'Y' },
+		{ "disk-reserve-mb", required_argument, NULL, 'D' },
 		{ "ui-dir", required_argument, NULL, 'W' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "aws-region", required_argument, NULL, 'G' },
@@ -357,7 +361,7 @@ int main(int argc, char **argv)
 	struct sched_config scfg = { .keep_warm_ms = 600000, .max_vms = 64, .vmm_pool = 2,
 				   .inline_max_us = SCHED_INLINE_MAX_US };
 	struct async_config acfg = { .retries = 2, .backoff_ms = 1000, .max_age_ms = 21600000 };
-	struct api_config apicfg = { 0 };
+	struct api_config apicfg = { .disk_reserve_mb = -1 };
 	struct sched_engines eng = { 0 };
 	struct store *store = NULL;
 	struct sched *sched = NULL;
@@ -463,6 +467,10 @@ int main(int argc, char **argv)
 				fprintf(stderr, "hearthd: --ledger-batch-ms wants 0 to 600000\n");
 				return 2;
 			}
+			break;
+		case 'D':
+			apicfg.disk_reserve_mb = strcmp(optarg, "0") ? positive_arg("--disk-reserve-mb",
+										     optarg) : 0;
 			break;
 		case 'W': ui_dir = strcmp(optarg, "none") ? optarg : NULL; break;
 		case 'v': hlog_set_verbose(true); break;
