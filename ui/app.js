@@ -232,10 +232,12 @@ const pages = {
     const l = await api('GET', '/v1/console/limits');
     const fields = [['max_concurrency', 'concurrent invocations'], ['max_memory_mb', 'memory of running invocations (MB)'],
       ['rate_per_s', 'invocations per second'], ['burst', 'burst'], ['max_functions', 'functions'],
-      ['max_package_bytes', 'package bytes'], ['budget_gb_s', 'GB-s budget per month']];
+      ['max_package_bytes', 'package bytes'], ['max_code_bytes', 'code storage bytes (all versions\' images)'],
+      ['budget_gb_s', 'GB-s budget per month']];
     const val = (k) => (k === 'budget_gb_s' ? l.budget_gb_s : l[k]);
     const head = [el('h1', {}, 'Limits of ' + l.tenant),
-      el('p', { class: 'muted' }, '0 = no limit. Used this month: ' + l.period.used_gb_s + ' GB-s.')];
+      el('p', { class: 'muted' }, '0 = no limit. Used this month: ' + l.period.used_gb_s + ' GB-s. Code storage used: ' +
+        l.code_bytes_used + ' bytes.')];
     if (!me.admin) {
       $('page').replaceChildren(...head, table([['limit', (f) => f[1]], ['value', (f) => String(val(f[0]))]], fields),
         el('p', { class: 'muted' }, 'Limits are set by the operator (admin key).'));

@@ -31,6 +31,8 @@ static void tenant_usage(FILE *f)
 		"  --burst N              ... holding N tokens (default: the rate, one second)\n"
 		"  --max-functions N      functions the tenant may have\n"
 		"  --max-package-bytes N  size of one uploaded package\n"
+		"  --max-code-bytes N     code storage: the images of all the tenant's versions\n"
+		"                         (CodeStorageExceeded at deploy beyond it)\n"
 		"  --budget-gb-s N        GB-seconds per calendar month (UTC); 1 GB-s = 1,024,000 MB-ms\n"
 		"  --budget-mb-ms N       the same budget in MB-milliseconds (exclusive with --budget-gb-s)\n"
 		"An invocation over a limit is refused (exit 3) with the reason and a Retry-After:\n"
@@ -72,6 +74,7 @@ static const struct limit_opt {
 	{ "burst", "burst", INT32_MAX },
 	{ "max-functions", "max_functions", INT32_MAX },
 	{ "max-package-bytes", "max_package_bytes", INT64_MAX },
+	{ "max-code-bytes", "max_code_bytes", 1000000000000LL },
 	{ "budget-gb-s", "budget_gb_s", INT64_MAX / 1024000 },
 	{ "budget-mb-ms", "budget_mb_ms", INT64_MAX },
 };
@@ -124,6 +127,14 @@ static void print_limits(const json_t *j)
 		       hctl_bytes((double)pkg, size, sizeof(size)));
 	else
 		limit_line("max package", 0, "");
+	long long code = lim(j, "max_code_bytes"), used = lim(j, "code_bytes_used");
+	char usz[32];
+	hctl_bytes((double)used, usz, sizeof(usz));
+	if (code)
+		printf("  %-17s %lld bytes (%s); %s used\n", "code storage", code,
+		       hctl_bytes((double)code, size, sizeof(size)), usz);
+	else
+		printf("  %-17s unlimited; %s used\n", "code storage", usz);
 	if (budget)
 		printf("  %-17s %s GB-s (%lld MB-ms) per calendar month (UTC)\n", "budget",
 		       json_string_value(json_object_get(j, "budget_gb_s")), budget);

@@ -582,6 +582,8 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	long long tmo = query_int(c, "timeout_ms", UINT32_MAX);
 	const char *engine = query(c, "engine");
 	json_t *args, *env;
+	struct tenant_limits lim;
+	bool code_locked = false;
 	int rc;
 
 	if (!valid_name(name))
@@ -598,7 +600,6 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		return send_error(c, 400, "InvalidTimeout", "timeout_ms must be 1 to %u, got %lld",
 				  MAX_TIMEOUT_MS, tmo);
 	{
-		struct tenant_limits lim;
 		int64_t nfn = 0;
 		json_t *existing = store_function_get(a->store, who->tenant_id, name);
 
@@ -736,6 +737,29 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	v.env_json = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(args);
 	json_decref(env);
+	if (!who->admin && store_limits_get(a->store, who->tenant_id, &lim) == 0 &&
+	    lim.max_code_bytes > 0) {
+		/* The tenant's code storage, with this image unless one of its versions has it. */
+		int64_t used;
+		bool has;
+
+		pthread_mutex_lock(&a->code_mu);
+		code_locked = true;
+		if (store_code_bytes(a->store, who->tenant_id, img.sha256, &used, &has)) {
+			fn_version_free(&v);
+			rc = send_error(c, 503, "StoreUnavailable", "the state store cannot be read now");
+			goto out;
+		}
+		if (!has && used + (int64_t)img.size > lim.max_code_bytes) {
+			fn_version_free(&v);
+			rc = send_error(c, 403, "CodeStorageExceeded",
+					"this tenant's versions take %lld bytes of code storage, and this "
+					"image (%llu bytes) would pass its limit of %lld; delete functions "
+					"to make room", (long long)used, (unsigned long long)img.size,
+					(long long)lim.max_code_bytes);
+			goto out;
+		}
+	}
 	if (store_version_add(a->store, &v)) {
 		fn_version_free(&v);
 		rc = send_error(c, 500, "StorageError", "could not record the version");
@@ -751,6 +775,8 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		       NULL);
 	fn_version_free(&v);
 out:
+	if (code_locked)
+		pthread_mutex_unlock(&a->code_mu);
 	/* A refused deploy's image stays until the next sweep finds no version using it. */
 	imagegc_deploy_end(a->cfg.imagegc);
 	hearth_image_free(&img);
@@ -959,7 +985,8 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 					     strcmp(k, "burst") == 0 ? &l.burst :
 					     strcmp(k, "max_functions") == 0 ? &l.max_functions :
 					     strcmp(k, "max_package_bytes") == 0 ? &l.max_package_bytes :
-					     strcmp(k, "budget_mb_ms") == 0 ? &l.budget_mb_ms : NULL;
+					     strcmp(k, "budget_mb_ms") == 0 ? &l.budget_mb_ms :
+					     strcmp(k, "max_code_bytes") == 0 ? &l.max_code_bytes : NULL;
 
 				/* Bounds keep every later computation (x1000 tokens, GB-s) in range. */
 				if (strcmp(k, "budget_gb_s") == 0 && json_is_integer(v) &&
@@ -983,7 +1010,8 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 						  "limits are non-negative integers: max_concurrency,"
 						  " max_memory_mb, rate_per_s, burst (each at most 10^9 for"
 						  " rate and burst, 10^12 otherwise), max_functions,"
-						  " max_package_bytes, budget_gb_s or budget_mb_ms (0 = none)");
+						  " max_package_bytes, max_code_bytes, budget_gb_s or"
+						  " budget_mb_ms (0 = none)");
 			if (l.rate_per_s > 0 && l.burst == 0)
 				l.burst = l.rate_per_s; /* a bucket of one second by default */
 			if (store_limits_set(a->store, tid, &l))
@@ -995,15 +1023,20 @@ static enum MHD_Result h_tenants(struct req *r, const char *method, const char *
 		}
 		store_limits_get(a->store, tid, &l);
 		char gbs[48];
+		int64_t code_used = 0;
+		bool unused;
 		quota_format_gb_s((uint64_t)l.budget_mb_ms, gbs, sizeof(gbs));
+		store_code_bytes(a->store, tid, NULL, &code_used, &unused);
 		return send_json(c, 200,
-				 json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "tenant", tname,
-					   "max_concurrency", (json_int_t)l.max_concurrency,
+				 json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:I,s:I}", "tenant",
+					   tname, "max_concurrency", (json_int_t)l.max_concurrency,
 					   "max_memory_mb", (json_int_t)l.max_memory_mb, "rate_per_s",
 					   (json_int_t)l.rate_per_s, "burst", (json_int_t)l.burst,
 					   "max_functions", (json_int_t)l.max_functions,
 					   "max_package_bytes", (json_int_t)l.max_package_bytes,
-					   "budget_mb_ms", (json_int_t)l.budget_mb_ms, "budget_gb_s", gbs),
+					   "budget_mb_ms", (json_int_t)l.budget_mb_ms, "budget_gb_s", gbs,
+					   "max_code_bytes", (json_int_t)l.max_code_bytes,
+					   "code_bytes_used", (json_int_t)code_used),
 				 NULL);
 	}
 	if (!sub && strcmp(method, "DELETE") == 0) {
@@ -1737,6 +1770,7 @@ static void api_free(struct api *a)
 		pthread_join(a->sweeper, NULL);
 	}
 	pthread_mutex_destroy(&a->conns_mu);
+	pthread_mutex_destroy(&a->code_mu);
 	awskeys_close(a->awskeys);
 	ui_close(a->ui);
 	free(a);
@@ -1772,8 +1806,10 @@ int api_start(const struct api_config *cfg, struct store *store, struct sched *s
 	if (!a->cfg.aws_region || !a->cfg.aws_region[0])
 		a->cfg.aws_region = API_DEFAULT_AWS_REGION;
 	pthread_mutex_init(&a->conns_mu, NULL);
+	pthread_mutex_init(&a->code_mu, NULL);
 	if (awskeys_open(store, cfg->state_dir, &a->awskeys)) {
 		pthread_mutex_destroy(&a->conns_mu);
+	pthread_mutex_destroy(&a->code_mu);
 		free(a);
 		return -ENOMEM;
 	}

@@ -43,6 +43,7 @@ struct api {
 	struct MHD_Daemon *tcp, *unx;
 	char images_dir[512], tmp_dir[512];
 	uint64_t disk_reserve;      /* bytes deploys leave free (api_config.disk_reserve_mb) */
+	pthread_mutex_t code_mu;    /* a code storage check and its version's record, together */
 	pthread_mutex_t conns_mu;   /* conns, and each conn's fd while it is listed */
 	struct conn *conns;
 	struct awskeys *awskeys;    /* AWS access keys for the Lambda API */

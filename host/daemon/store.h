@@ -169,9 +169,19 @@ struct tenant_limits {
 	int64_t max_functions;
 	int64_t max_package_bytes;
 	int64_t budget_mb_ms;       /* per calendar month (UTC); 1 GB-s = 1,024,000 MB-ms */
+	int64_t max_code_bytes;     /* code storage: the bytes of the images of the tenant's
+				     * versions, each distinct image once (store_code_bytes) */
 };
 int store_limits_get(struct store *s, int64_t tenant_id, struct tenant_limits *l);
 int store_limits_set(struct store *s, int64_t tenant_id, const struct tenant_limits *l);
+/*
+ * The tenant's code storage: the bytes of the distinct images its versions
+ * use (SQLite: the image files on this host; PostgreSQL: the shared images).
+ * *has_sha: whether image sha256 (may be NULL) is among them already, so that
+ * a deploy of the same package adds nothing.
+ */
+int store_code_bytes(struct store *s, int64_t tenant_id, const char *sha256, int64_t *bytes,
+		     bool *has_sha);
 
 /* ---- usage ---- */
 /* MB-ms billed to the tenant since since_us: invocations and provisioned VMs. */

@@ -17,7 +17,7 @@
 
 /* Schema versions this binary knows; a database with a newer one is refused. */
 #define STORE_SQLITE_SCHEMA 1
-#define STORE_PG_SCHEMA 2
+#define STORE_PG_SCHEMA 3
 
 struct store_ops {
 	const char *backend; /* "sqlite", "postgresql" */

@@ -135,6 +135,8 @@ static const char *const migrations[] = {
 	"CREATE INDEX versions_by_image ON versions(image_sha256);"
 	"CREATE TABLE image_gc(id INT PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL);"
 	"INSERT INTO image_gc VALUES (1, 0);",
+	/* 3: the code storage limit (bytes of the tenant's distinct images) */
+	"ALTER TABLE tenant_limits ADD COLUMN max_code_bytes BIGINT NOT NULL DEFAULT 0;",
 };
 
 static int64_t now_s(void)
@@ -842,8 +844,8 @@ static int pg_limits_get(struct pg *p, int64_t tenant_id, struct tenant_limits *
 
 	LOCKED(p) {
 		PGresult *r = q(p, "SELECT max_concurrency, max_memory_mb, rate_per_s, burst,"
-				   " max_functions, max_package_bytes, budget_mb_ms FROM tenant_limits"
-				   " WHERE tenant_id = $1", "i", tenant_id);
+				   " max_functions, max_package_bytes, budget_mb_ms, max_code_bytes"
+				   " FROM tenant_limits WHERE tenant_id = $1", "i", tenant_id);
 
 		if (r) {
 			rc = 0;
@@ -857,6 +859,7 @@ static int pg_limits_get(struct pg *p, int64_t tenant_id, struct tenant_limits *
 			l->max_functions = col_i(r, 0, 4);
 			l->max_package_bytes = col_i(r, 0, 5);
 			l->budget_mb_ms = col_i(r, 0, 6);
+			l->max_code_bytes = col_i(r, 0, 7);
 		}
 		PQclear(r);
 	}
@@ -869,14 +872,41 @@ static int pg_limits_set(struct pg *p, int64_t tenant_id, const struct tenant_li
 
 	LOCKED(p) rc = run(p, NULL, "INSERT INTO tenant_limits(tenant_id, max_concurrency,"
 			   " max_memory_mb, rate_per_s, burst, max_functions, max_package_bytes,"
-			   " budget_mb_ms) VALUES($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (tenant_id) DO"
+			   " budget_mb_ms, max_code_bytes) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+			   " ON CONFLICT (tenant_id) DO"
 			   " UPDATE SET max_concurrency = excluded.max_concurrency, max_memory_mb ="
 			   " excluded.max_memory_mb, rate_per_s = excluded.rate_per_s, burst ="
 			   " excluded.burst, max_functions = excluded.max_functions,"
 			   " max_package_bytes = excluded.max_package_bytes, budget_mb_ms ="
-			   " excluded.budget_mb_ms", "iiiiiiii", tenant_id, l->max_concurrency,
-			   l->max_memory_mb, l->rate_per_s, l->burst, l->max_functions,
-			   l->max_package_bytes, l->budget_mb_ms);
+			   " excluded.budget_mb_ms, max_code_bytes = excluded.max_code_bytes",
+			   "iiiiiiiii", tenant_id, l->max_concurrency, l->max_memory_mb, l->rate_per_s,
+			   l->burst, l->max_functions, l->max_package_bytes, l->budget_mb_ms,
+			   l->max_code_bytes);
+	return rc;
+}
+
+static int pg_code_bytes(struct pg *p, int64_t tenant_id, const char *sha256, int64_t *bytes,
+			 bool *has_sha)
+{
+	int rc = -EIO;
+
+	*bytes = 0;
+	*has_sha = false;
+	LOCKED(p) {
+		/* versions.package_bytes holds the image's size; each distinct image counts once. */
+		PGresult *r = q(p, "SELECT COALESCE(SUM(b), 0), COALESCE(BOOL_OR(sha = $2), false)"
+				   " FROM (SELECT v.image_sha256 AS sha, MAX(v.package_bytes) AS b FROM"
+				   " versions v JOIN functions f ON f.id = v.function_id WHERE"
+				   " f.tenant_id = $1 GROUP BY v.image_sha256) t", "it", tenant_id,
+				sha256 ? sha256 : "");
+
+		if (r && PQntuples(r) == 1) {
+			*bytes = col_i(r, 0, 0);
+			*has_sha = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+			rc = 0;
+		}
+		PQclear(r);
+	}
 	return rc;
 }
 

@@ -94,7 +94,8 @@ static const char *const schema =
 	"  tenant_id INTEGER PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,"
 	"  max_concurrency INTEGER NOT NULL, max_memory_mb INTEGER NOT NULL,"
 	"  rate_per_s INTEGER NOT NULL, burst INTEGER NOT NULL, max_functions INTEGER NOT NULL,"
-	"  max_package_bytes INTEGER NOT NULL, budget_mb_ms INTEGER NOT NULL);"
+	"  max_package_bytes INTEGER NOT NULL, budget_mb_ms INTEGER NOT NULL,"
+	"  max_code_bytes INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS invocations_by_fn ON invocations(tenant_id, function, start_us);"
 	"CREATE TABLE IF NOT EXISTS async_queue("
 	"  request_id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL, version_id INTEGER NOT NULL,"
@@ -160,6 +161,18 @@ static int sq_migrate(struct store *s, char **err)
 		const unsigned char *sql = sqlite3_column_text(st, 0);
 
 		old = sql && !strstr((const char *)sql, "AUTOINCREMENT");
+	}
+	sqlite3_finalize(st);
+	/* Databases made before the code storage limit. */
+	st = NULL;
+	if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_table_info('tenant_limits') WHERE"
+			       " name = 'max_code_bytes'", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		st = NULL;
+		if (sqlite3_exec(s->db, "ALTER TABLE tenant_limits ADD COLUMN max_code_bytes INTEGER"
+				 " NOT NULL DEFAULT 0", NULL, NULL, err) != SQLITE_OK)
+			return -EIO;
 	}
 	sqlite3_finalize(st);
 	/* Databases made before invocations recorded their cold-start path ("boot"/"restore"). */
@@ -1242,8 +1255,8 @@ static int sq_limits_get(struct store *s, int64_t tenant_id, struct tenant_limit
 	memset(l, 0, sizeof(*l));
 	lock(s);
 	st = prep(s, "SELECT max_concurrency, max_memory_mb, rate_per_s, burst, max_functions,"
-		     " max_package_bytes, budget_mb_ms FROM tenant_limits WHERE tenant_id = ?", "i",
-		  tenant_id);
+		     " max_package_bytes, budget_mb_ms, max_code_bytes FROM tenant_limits"
+		     " WHERE tenant_id = ?", "i", tenant_id);
 	if (st && sqlite3_step(st) == SQLITE_ROW) {
 		l->max_concurrency = sqlite3_column_int64(st, 0);
 		l->max_memory_mb = sqlite3_column_int64(st, 1);
@@ -1252,6 +1265,7 @@ static int sq_limits_get(struct store *s, int64_t tenant_id, struct tenant_limit
 		l->max_functions = sqlite3_column_int64(st, 4);
 		l->max_package_bytes = sqlite3_column_int64(st, 5);
 		l->budget_mb_ms = sqlite3_column_int64(st, 6);
+		l->max_code_bytes = sqlite3_column_int64(st, 7);
 	}
 	sqlite3_finalize(st);
 	unlock(s);
@@ -1265,9 +1279,34 @@ static int sq_limits_set(struct store *s, int64_t tenant_id, const struct tenant
 	lock(s);
 	rc = run(s, prep(s, "INSERT OR REPLACE INTO tenant_limits(tenant_id, max_concurrency,"
 			    " max_memory_mb, rate_per_s, burst, max_functions, max_package_bytes,"
-			    " budget_mb_ms) VALUES(?,?,?,?,?,?,?,?)", "iiiiiiii", tenant_id,
-			 l->max_concurrency, l->max_memory_mb, l->rate_per_s, l->burst,
-			 l->max_functions, l->max_package_bytes, l->budget_mb_ms));
+			    " budget_mb_ms, max_code_bytes) VALUES(?,?,?,?,?,?,?,?,?)", "iiiiiiiii",
+			 tenant_id, l->max_concurrency, l->max_memory_mb, l->rate_per_s, l->burst,
+			 l->max_functions, l->max_package_bytes, l->budget_mb_ms,
+			 l->max_code_bytes));
+	unlock(s);
+	return rc;
+}
+
+static int sq_code_bytes(struct store *s, int64_t tenant_id, const char *sha256, int64_t *bytes,
+			 bool *has_sha)
+{
+	sqlite3_stmt *st;
+	int rc = -EIO;
+
+	*bytes = 0;
+	*has_sha = false;
+	lock(s);
+	/* versions.package_bytes holds the image's size; each distinct image counts once. */
+	st = prep(s, "SELECT COALESCE(SUM(b), 0), COALESCE(MAX(sha = ?), 0) FROM (SELECT"
+		     " v.image_sha256 AS sha, MAX(v.package_bytes) AS b FROM versions v JOIN"
+		     " functions f ON f.id = v.function_id WHERE f.tenant_id = ? GROUP BY"
+		     " v.image_sha256)", "ti", sha256 ? sha256 : "", tenant_id);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		*bytes = sqlite3_column_int64(st, 0);
+		*has_sha = sqlite3_column_int(st, 1) != 0;
+		rc = 0;
+	}
+	sqlite3_finalize(st);
 	unlock(s);
 	return rc;
 }

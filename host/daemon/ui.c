@@ -230,13 +230,19 @@ static json_t *limits_json(struct ui *u, int64_t tenant, const char *name)
 	int64_t next, start = month_start_us(&next);
 	uint64_t used = store_usage_since(u->env.store, tenant, start);
 
+	int64_t code_used = 0;
+	bool unused;
+
 	store_limits_get(u->env.store, tenant, &l);
-	return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:o,s:I,s:I}}", "tenant",
-			 name, "max_concurrency", (json_int_t)l.max_concurrency, "max_memory_mb",
-			 (json_int_t)l.max_memory_mb, "rate_per_s", (json_int_t)l.rate_per_s,
-			 "burst", (json_int_t)l.burst, "max_functions", (json_int_t)l.max_functions,
-			 "max_package_bytes", (json_int_t)l.max_package_bytes, "budget_mb_ms",
-			 (json_int_t)l.budget_mb_ms, "budget_gb_s", gb_s((uint64_t)l.budget_mb_ms),
+	store_code_bytes(u->env.store, tenant, NULL, &code_used, &unused);
+	return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:I,s:{s:I,s:o,s:I,s:I}}",
+			 "tenant", name, "max_concurrency", (json_int_t)l.max_concurrency,
+			 "max_memory_mb", (json_int_t)l.max_memory_mb, "rate_per_s",
+			 (json_int_t)l.rate_per_s, "burst", (json_int_t)l.burst, "max_functions",
+			 (json_int_t)l.max_functions, "max_package_bytes",
+			 (json_int_t)l.max_package_bytes, "budget_mb_ms", (json_int_t)l.budget_mb_ms,
+			 "budget_gb_s", gb_s((uint64_t)l.budget_mb_ms), "max_code_bytes",
+			 (json_int_t)l.max_code_bytes, "code_bytes_used", (json_int_t)code_used,
 			 "period", "used_mb_ms", (json_int_t)used, "used_gb_s", gb_s(used), "start",
 			 (json_int_t)(start / 1000000), "end", (json_int_t)(next / 1000000));
 }

@@ -252,6 +252,24 @@ static void test_deploy_a_invoke_bc(void **state)
 	/* The ledger names the host of each record: A ran none, B one, C two. */
 	assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM invocations WHERE host_id = 'B'"), 1);
 	assert_int_equal(sql_int(f, "SELECT COUNT(*) FROM invocations WHERE host_id = 'C'"), 2);
+	/* Code storage counts the shared image once; a limit set on A holds on B. */
+	assert_int_equal(http(&f->h[1], "GET", "/v1/tenants/acme/limits", f->h[1].admin, NULL, NULL,
+			      0, NULL, &r), 200);
+	json_t *lj = body_json(&r);
+	long long used = (long long)json_integer_value(json_object_get(lj, "code_bytes_used"));
+	json_decref(lj);
+	resp_free(&r);
+	assert_int_equal(used, sql_int(f, "SELECT octet_length(data) FROM images"));
+	char lim[64];
+	snprintf(lim, sizeof(lim), "{\"max_code_bytes\": %lld}", used + 1000);
+	set_limits(&f->h[0], "acme", lim);
+	size_t plen;
+	char *pkg = pack(&f->h[1], FNS_DIR "/multi", &plen);
+	assert_int_equal(http(&f->h[1], "POST", "/v1/functions/two", key, NULL, pkg, plen,
+			      "Content-Type: application/gzip", &r), 403);
+	assert_string_equal(error_code(&r), "CodeStorageExceeded");
+	resp_free(&r);
+	free(pkg);
 	free(key);
 	free(other);
 	for (int i = 0; i < NHOSTS; i++)
@@ -266,12 +284,12 @@ static void test_schema_too_new(void **state)
 
 	host_start(f, 0, NULL);
 	hd_stop(&f->h[0]);
-	assert_int_equal(sql_int(f, "SELECT MAX(version) FROM schema_version"), 2);
-	sh(NULL, 0, "%s sql %s \"INSERT INTO schema_version VALUES (3, 0)\"", PG_CLUSTER, f->pg);
+	assert_int_equal(sql_int(f, "SELECT MAX(version) FROM schema_version"), 3);
+	sh(NULL, 0, "%s sql %s \"INSERT INTO schema_version VALUES (4, 0)\"", PG_CLUSTER, f->pg);
 	snprintf(args, sizeof(args), "--store %s --host-id A --state-dir %s/state --run-dir %s/run "
 		 "--listen 127.0.0.1:%d", f->url, f->h[0].dir, f->h[0].dir, free_port());
 	assert_int_equal(hearthd_run(out, sizeof(out), args), 1);
-	assert_non_null(strstr(out, "schema is at version 3, newer than this hearthd's (2)"));
+	assert_non_null(strstr(out, "schema is at version 4, newer than this hearthd's (3)"));
 	/* The SQLite backend too (its version is the file's user_version). */
 	snprintf(args, sizeof(args), "sqlite3 %s/state/hearth.db 'PRAGMA user_version = 7'",
 		 f->h[1].dir);

@@ -216,6 +216,75 @@ static void test_budget_mid_burst(void **state)
 	hd_stop(h);
 }
 
+/* code_bytes_used of a tenant's limits (the admin's view). */
+static long long code_used(struct hd *h, const char *tenant)
+{
+	struct resp r;
+	char path[128];
+
+	snprintf(path, sizeof(path), "/v1/tenants/%s/limits", tenant);
+	assert_int_equal(http(h, "GET", path, h->admin, NULL, NULL, 0, NULL, &r), 200);
+	json_t *j = body_json(&r);
+	long long v = (long long)json_integer_value(json_object_get(j, "code_bytes_used"));
+	assert_non_null(json_object_get(j, "max_code_bytes"));
+	json_decref(j);
+	resp_free(&r);
+	return v;
+}
+
+/* Code storage: the images of all a tenant's versions, each distinct image once. */
+static void test_code_storage_limit(void **state)
+{
+	struct hd *h = *state;
+	struct resp r;
+	size_t len;
+	char *key, *other, *pkg, limits[64];
+
+	hd_start(h);
+	key = tenant_create(h, "acme");
+	other = tenant_create(h, "other");
+	assert_int_equal(code_used(h, "acme"), 0);
+	deploy(h, key, "one", EXAMPLES_DIR "/hello", NULL);
+	long long image = code_used(h, "acme");
+	assert_true(image > 1000);
+	snprintf(limits, sizeof(limits), "{\"max_code_bytes\": %lld}", image * 3 / 2);
+	set_limits(h, "acme", limits);
+	/* The same package again, as a new version or another function: the same image. */
+	deploy(h, key, "one", EXAMPLES_DIR "/hello", NULL);
+	deploy(h, key, "alias", EXAMPLES_DIR "/hello", NULL);
+	assert_int_equal(code_used(h, "acme"), image);
+	/* Another package's image would pass the limit. */
+	pkg = pack(h, FNS_DIR "/multi", &len);
+	assert_int_equal(http(h, "POST", "/v1/functions/two", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 403);
+	assert_string_equal(error_code(&r), "CodeStorageExceeded");
+	assert_non_null(strstr(r.body, "delete functions to make room"));
+	resp_free(&r);
+	assert_int_equal(code_used(h, "acme"), image); /* nothing recorded */
+	assert_int_equal(invoke(h, key, "one", "{}", NULL, &r), 200); /* still working */
+	resp_free(&r);
+	/* Another tenant has its own. */
+	deploy(h, other, "two", FNS_DIR "/multi", NULL);
+	/* Deleting functions makes room. */
+	assert_int_equal(http(h, "DELETE", "/v1/functions/one", key, NULL, NULL, 0, NULL, &r), 200);
+	resp_free(&r);
+	assert_int_equal(http(h, "DELETE", "/v1/functions/alias", key, NULL, NULL, 0, NULL, &r), 200);
+	resp_free(&r);
+	assert_int_equal(code_used(h, "acme"), 0);
+	assert_int_equal(http(h, "POST", "/v1/functions/two", key, NULL, pkg, len,
+			      "Content-Type: application/gzip", &r), 201);
+	resp_free(&r);
+	assert_true(code_used(h, "acme") > 0);
+	/* Out of range: refused. */
+	assert_int_equal(http(h, "PUT", "/v1/tenants/acme/limits", h->admin, NULL,
+			      "{\"max_code_bytes\": -5}", 21, NULL, &r), 400);
+	resp_free(&r);
+	free(pkg);
+	free(key);
+	free(other);
+	hd_stop(h);
+}
+
 static void test_function_and_package_limits(void **state)
 {
 	struct hd *h = *state;
@@ -738,6 +807,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_memory_quota, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_budget_mid_burst, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_function_and_package_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_code_storage_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limit_change_under_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_usage_sums, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async_waits_past_limit, setup, teardown),
