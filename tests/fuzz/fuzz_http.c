@@ -340,6 +340,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	by_other = strstr(req.p, other_key) && !strstr(req.p, admin_key) && !strstr(req.p, fz_key);
 
 	exchange(req.p, req.n, &resp, 500, &slow);
+	if (slow && !may_wait) {
+		/*
+		 * Once more before believing it: on a loaded machine (this harness runs at
+		 * SCHED_IDLE beside builds) 500 ms can pass without hearthd being scheduled.
+		 * A request hearthd really waits on is slow every time.
+		 */
+		resp.n = 0;
+		if (resp.p)
+			resp.p[0] = 0;
+		slow = false;
+		exchange(req.p, req.n, &resp, 500, &slow);
+	}
 	/* Any other request is answered at once (a body it cannot delimit is refused). */
 	assert(!slow || may_wait);
 	if (resp.n) {
