@@ -140,51 +140,44 @@ static const char *const seed_tenant_sequence =
 	"  IFNULL((SELECT MAX(tenant_id) FROM async_queue), 0),"
 	"  IFNULL((SELECT MAX(tenant_id) FROM dead_letters), 0)) WHERE name = 'tenants';";
 
+/* Adds table.column (declared as decl) to a database made before it existed. */
+static int add_column(struct store *s, const char *table, const char *column, const char *decl,
+		      char **err)
+{
+	sqlite3_stmt *st = NULL;
+	bool has = false;
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "SELECT 1 FROM pragma_table_info('%s') WHERE name = '%s'", table,
+		 column);
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK)
+		has = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	if (has)
+		return 0;
+	snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s %s", table, column, decl);
+	return sqlite3_exec(s->db, sql, NULL, NULL, err) == SQLITE_OK ? 0 : -EIO;
+}
+
 static int sq_migrate(struct store *s, char **err)
 {
 	sqlite3_stmt *st = NULL;
-	bool old = false, has_runtime = false;
+	bool old = false;
 
-	/* Databases made before runtime mode: versions gain runtime ('' = exec). */
-	if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_table_info('versions') WHERE"
-			       " name = 'runtime'", -1, &st, NULL) == SQLITE_OK)
-		has_runtime = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
-	st = NULL;
-	if (!has_runtime && sqlite3_exec(s->db, "ALTER TABLE versions ADD COLUMN runtime TEXT NOT"
-					 " NULL DEFAULT ''", NULL, NULL, err) != SQLITE_OK)
+	/*
+	 * Columns newer than some databases: runtime mode ('' = exec), the code
+	 * storage limit, and the cold-start path of invocations ("boot"/"restore").
+	 */
+	if (add_column(s, "versions", "runtime", "TEXT NOT NULL DEFAULT ''", err) ||
+	    add_column(s, "tenant_limits", "max_code_bytes", "INTEGER NOT NULL DEFAULT 0", err) ||
+	    add_column(s, "invocations", "cold_path", "TEXT", err))
 		return -EIO;
-
 	if (sqlite3_prepare_v2(s->db, "SELECT sql FROM sqlite_master WHERE type = 'table' AND"
 			       " name = 'tenants'", -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW) {
 		const unsigned char *sql = sqlite3_column_text(st, 0);
 
 		old = sql && !strstr((const char *)sql, "AUTOINCREMENT");
-	}
-	sqlite3_finalize(st);
-	/* Databases made before the code storage limit. */
-	st = NULL;
-	if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_table_info('tenant_limits') WHERE"
-			       " name = 'max_code_bytes'", -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
-		st = NULL;
-		if (sqlite3_exec(s->db, "ALTER TABLE tenant_limits ADD COLUMN max_code_bytes INTEGER"
-				 " NOT NULL DEFAULT 0", NULL, NULL, err) != SQLITE_OK)
-			return -EIO;
-	}
-	sqlite3_finalize(st);
-	/* Databases made before invocations recorded their cold-start path ("boot"/"restore"). */
-	st = NULL;
-	if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_table_info('invocations') WHERE"
-			       " name = 'cold_path'", -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
-		st = NULL;
-		if (sqlite3_exec(s->db, "ALTER TABLE invocations ADD COLUMN cold_path TEXT", NULL,
-				 NULL, err) != SQLITE_OK)
-			return -EIO;
 	}
 	sqlite3_finalize(st);
 	if (old && sqlite3_exec(s->db, migrate_tenants, NULL, NULL, err) != SQLITE_OK) {
