@@ -801,10 +801,13 @@ static bool finish_outcome(struct sched *s, struct pool *p, struct hearth_vm *vm
 		enum hearth_vm_end end = hearth_vm_exit_reason(vm, 500, why, sizeof(why));
 		bool ended = end != HEARTH_VM_LIVES;
 
+		char kept[4400];
+
 		broken = true;
-		hlog_error("sched", "agent of %s failed during %s: %s%s%s; replacing the VM",
-			   hearth_vm_name(vm), inv->request_id, agent_strerror(rc),
-			   ended ? ": " : "", ended ? why : "");
+		hearth_vm_keep_console(vm, kept, sizeof(kept));
+		hlog_error("sched", "agent of %s failed during %s: %s%s%s; replacing the VM (its "
+			   "console is kept in %s)", hearth_vm_name(vm), inv->request_id,
+			   agent_strerror(rc), ended ? ": " : "", ended ? why : "", kept);
 		inv->outcome = INV_PLATFORM_ERROR;
 		inv->http_status = 502;
 		snprintf(inv->error_code, sizeof(inv->error_code), "%s",
@@ -865,11 +868,12 @@ static struct pool *pool_find(struct sched *s, int64_t version_id)
 /* Says why a VM found dead before work was sent to it ended. Called without s->mu. */
 static void log_ended_idle(const struct fn_version *v, struct hearth_vm *vm)
 {
-	char why[200];
+	char why[200], kept[4400];
 
 	hearth_vm_exit_reason(vm, 500, why, sizeof(why));
-	hlog_warn("sched", "%s of %s v%d ended while idle (%s); a new VM takes the queued work",
-		  hearth_vm_name(vm), v->name, v->version, why);
+	hearth_vm_keep_console(vm, kept, sizeof(kept));
+	hlog_warn("sched", "%s of %s v%d ended while idle (%s); a new VM takes the queued work "
+		  "(its console is kept in %s)", hearth_vm_name(vm), v->name, v->version, why, kept);
 }
 
 /* Takes slot out of the pool's lendable list if it is there. Called with s->mu held. */
@@ -908,8 +912,13 @@ static void *vm_thread(void *arg)
 	p->nbooting--;
 	if (rc) {
 		struct invocation *inv;
+		char kept[4400] = "";
 
-		hlog_error("sched", "VM for %s v%d failed to start: %s", p->ver.name, p->ver.version, err);
+		if (vm)
+			hearth_vm_keep_console(vm, kept, sizeof(kept));
+		hlog_error("sched", "VM for %s v%d failed to start: %s%s%s%s", p->ver.name,
+			   p->ver.version, err, kept[0] ? " (its console is kept in " : "", kept,
+			   kept[0] ? ")" : "");
 		count_vm(s, p, -1);
 		/*
 		 * This VM was started for the invocation at the head of the queue:

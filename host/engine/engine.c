@@ -3,7 +3,9 @@
  * the parts every backend shares: argument checks, VM naming, run dirs.
  */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
@@ -215,8 +217,81 @@ static int vm_new(struct hearth_engine *e, struct hearth_vm **out, char *err, si
 	return 0;
 }
 
+static void failed_console_path(const struct hearth_vm *vm, char *path, size_t len)
+{
+	snprintf(path, len, "%s/failed/%s.console.log", vm->engine->run_dir, vm->name);
+}
+
+void hearth_vm_keep_console(struct hearth_vm *vm, char *path, size_t len)
+{
+	vm->keep_console = vm->console_log != NULL;
+	if (len)
+		failed_console_path(vm, path, len);
+}
+
+struct kept {
+	struct timespec mtime;
+	char name[256];
+};
+
+static int older_first(const void *a, const void *b)
+{
+	const struct timespec *x = &((const struct kept *)a)->mtime;
+	const struct timespec *y = &((const struct kept *)b)->mtime;
+
+	if (x->tv_sec != y->tv_sec)
+		return x->tv_sec < y->tv_sec ? -1 : 1;
+	return x->tv_nsec < y->tv_nsec ? -1 : x->tv_nsec > y->tv_nsec;
+}
+
+/* Moves a failed VM's console log to <run_dir>/failed/ and keeps the newest there. */
+static void keep_console(struct hearth_vm *vm)
+{
+	char dir[4096], path[4400];
+	struct kept *k = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *e;
+	struct stat sb;
+	DIR *d;
+
+	if (!vm->console_log || access(vm->console_log, F_OK) < 0)
+		return;
+	snprintf(dir, sizeof(dir), "%s/failed", vm->engine->run_dir);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return;
+	failed_console_path(vm, path, sizeof(path));
+	if (rename(vm->console_log, path) < 0)
+		return;
+	utimensat(AT_FDCWD, path, NULL, 0); /* its mtime: when it was kept */
+	if (!(d = opendir(dir)))
+		return;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &sb, 0) < 0)
+			continue;
+		if (n == cap) {
+			struct kept *nk = realloc(k, (cap = cap ? cap * 2 : 64) * sizeof(*k));
+
+			if (!nk)
+				break;
+			k = nk;
+		}
+		k[n].mtime = sb.st_mtim;
+		snprintf(k[n].name, sizeof(k[n].name), "%s", e->d_name);
+		n++;
+	}
+	/* The oldest beyond HEARTH_FAILED_CONSOLES go. */
+	if (n > HEARTH_FAILED_CONSOLES) {
+		qsort(k, n, sizeof(*k), older_first);
+		for (size_t i = 0; i < n - HEARTH_FAILED_CONSOLES; i++)
+			unlinkat(dirfd(d), k[i].name, 0);
+	}
+	closedir(d);
+	free(k);
+}
+
 static void vm_discard(struct hearth_vm *vm)
 {
+	keep_console(vm); /* a create or clone that failed */
 	hearth_engine_rmtree(vm->dir);
 	free(vm->dir);
 	free(vm->console_log);
@@ -426,6 +501,8 @@ int hearth_vm_destroy(struct hearth_vm *vm, char *err, size_t errlen)
 	if (!vm)
 		return 0;
 	rc = vm->engine->ops->destroy(vm, err, errlen);
+	if (vm->keep_console)
+		keep_console(vm);
 	rc2 = hearth_engine_rmtree(vm->dir);
 	if (rc2 < 0 && rc == 0)
 		rc = hearth_engine_fail(err, errlen, -rc2, "removing %s: %s", vm->dir, strerror(-rc2));

@@ -195,6 +195,16 @@ int hearth_vm_stats(struct hearth_vm *vm, struct hearth_vm_stats *st, char *err,
 /* Engine-given name ("hearth-<uuid>") and console log path (may be NULL). */
 const char *hearth_vm_name(const struct hearth_vm *vm);
 const char *hearth_vm_console_log(const struct hearth_vm *vm);
+/*
+ * For a VM that failed (did not start, crashed, its agent died): its console
+ * log outlives it. hearth_vm_destroy moves it to <run_dir>/failed/<name>.
+ * console.log, where the newest HEARTH_FAILED_CONSOLES are kept (the run
+ * directory is the operator's; tenants never see these paths). Writes that
+ * path into path (if len) for the operator's log. A failed create or clone
+ * keeps its console by itself.
+ */
+#define HEARTH_FAILED_CONSOLES 32
+void hearth_vm_keep_console(struct hearth_vm *vm, char *path, size_t len);
 
 /*
  * Engines with HEARTH_ENGINE_CAP_CLONE (builtin): writes a snapshot of a

@@ -57,6 +57,7 @@ struct hearth_vm {
 	char uuid[37];
 	char *dir;            /* <run_dir>/<name>: sockets, logs, save file */
 	char *console_log;    /* NULL if none */
+	bool keep_console;    /* destroy moves console_log to <run_dir>/failed/ (failed VMs) */
 	enum hearth_vm_state state;
 	void *priv;
 };

@@ -340,24 +340,28 @@ static int bi_connect(struct hearth_vm *vm, int timeout_ms, struct agent_conn **
 		if (rc == 0)
 			return 0;
 		if (waitpid(b->pid, &st, WNOHANG) == b->pid) {
+			char kept[4400];
+
 			b->pid = 0;
 			vm->state = HEARTH_VM_STOPPED;
+			hearth_vm_keep_console(vm, kept, sizeof(kept));
 			return hearth_engine_fail(err, errlen, EIO,
 						  "%s: hearth-vmm exited (status %d%s) before the agent "
-						  "answered; see %s", vm->name,
+						  "answered; its console is kept in %s", vm->name,
 						  WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
 						  WIFEXITED(st) && WEXITSTATUS(st) == VMM_EXIT_CGROUP_OOM ?
 							  ": killed by its cgroup's memory limit" : "",
-						  vm->console_log);
+						  kept);
 		}
 		if (deadline >= 0 && now_ms() >= deadline) {
-			char tail[160];
+			char tail[160], kept[4400];
 
 			console_tail(vm->console_log, tail, sizeof(tail));
+			hearth_vm_keep_console(vm, kept, sizeof(kept));
 			return hearth_engine_fail(err, errlen, ETIMEDOUT,
 						  "%s: the agent did not listen on vsock port %u; the "
-						  "console (%s) ends: %s", vm->name,
-						  HEARTH_AGENT_VSOCK_PORT, vm->console_log, tail);
+						  "console (kept in %s) ends: %s", vm->name,
+						  HEARTH_AGENT_VSOCK_PORT, kept, tail);
 		}
 		usleep(1000);
 	}

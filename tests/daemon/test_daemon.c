@@ -299,6 +299,12 @@ static void test_agent_dies(void **state)
 	deploy(h, key, "multi", FNS_DIR "/multi", NULL);
 	assert_int_equal(invoke(h, key, "multi", "warm", NULL, &r), 200);
 	resp_free(&r);
+	/* 40 consoles kept from earlier failures, older than any new one. */
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "mkdir -p %s/run/process/failed && for i in $(seq 10 49); do "
+		 "touch -d @$((1000000000 + i)) %s/run/process/failed/old-$i.console.log; done",
+		 h->dir, h->dir);
+	assert_int_equal(system(cmd), 0);
 	/* The handler kills its agent: a platform error, clearly worded. */
 	assert_int_equal(invoke(h, key, "multi", "killagent", NULL, &r), 502);
 	assert_string_equal(error_code(&r), "AgentFailed");
@@ -310,6 +316,16 @@ static void test_agent_dies(void **state)
 	assert_string_equal(hdr(&r, "X-Hearth-Cold-Start"), "true");
 	resp_free(&r);
 	assert_int_equal(metric(h, "hearth_errors_total{origin=\"platform\"}"), 1);
+	/*
+	 * The dead VM's console outlived it, for the operator: in the engine's
+	 * run directory, failed/, named in hearthd's log; the newest 32 are kept.
+	 */
+	snprintf(cmd, sizeof(cmd),
+		 "cd %s/run/process/failed && f=$(ls hearth-*.console.log) && "
+		 "test $(echo \"$f\" | wc -l) = 1 && grep -q \"its console is kept in .*/$f\" "
+		 "%s/hearthd.log && test -s \"$f\" && test $(ls | wc -l) = 32 && "
+		 "test ! -e old-18.console.log && test -e old-19.console.log", h->dir, h->dir);
+	assert_int_equal(system(cmd), 0);
 	free(key);
 	hd_stop(h);
 }
