@@ -48,8 +48,9 @@ static void start(struct hd *h, const char *vmm, const char *keep_warm, const ch
 static void show_log(struct hd *h)
 {
 	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "tail -n 40 %s/hearthd.log >&2; tail -n 30 %s/run/*/*/console.log >&2",
-		 h->dir, h->dir);
+	/* The live VMs' consoles, and those of VMs that failed (kept in failed/). */
+	snprintf(cmd, sizeof(cmd), "tail -n 40 %s/hearthd.log >&2; tail -n 30 %s/run/*/*/console.log "
+		 "%s/run/*/failed/*.console.log >&2", h->dir, h->dir, h->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "(no logs)\n");
 }
