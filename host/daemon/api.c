@@ -737,8 +737,7 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	v.env_json = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(args);
 	json_decref(env);
-	if (!who->admin && store_limits_get(a->store, who->tenant_id, &lim) == 0 &&
-	    lim.max_code_bytes > 0) {
+	if (store_limits_get(a->store, who->tenant_id, &lim) == 0 && lim.max_code_bytes > 0) {
 		/* The tenant's code storage, with this image unless one of its versions has it. */
 		int64_t used;
 		bool has;
