@@ -260,6 +260,11 @@ static void test_code_storage_limit(void **state)
 	assert_string_equal(error_code(&r), "CodeStorageExceeded");
 	assert_non_null(strstr(r.body, "delete functions to make room"));
 	resp_free(&r);
+	/* The admin acting as the tenant is held to it too. */
+	assert_int_equal(http(h, "POST", "/v1/functions/two", h->admin, "acme", pkg, len,
+			      "Content-Type: application/gzip", &r), 403);
+	assert_string_equal(error_code(&r), "CodeStorageExceeded");
+	resp_free(&r);
 	assert_int_equal(code_used(h, "acme"), image); /* nothing recorded */
 	assert_int_equal(invoke(h, key, "one", "{}", NULL, &r), 200); /* still working */
 	resp_free(&r);
