@@ -220,7 +220,8 @@ static char *find_kernel(const char *file)
 }
 
 /*
- * One hearthd per state directory and per run directory: a second one would
+ * The state and run directories must be hearthd's alone (owner, not group- or
+ * world-writable). One hearthd per state directory and per run directory: a second one would
  * replay and empty the first one's ledger journal, and take its VMs' sockets.
  * The lock (flock on DIR/hearthd.lock, held for the process's life) goes with
  * the process, however it ends. 0, or -1 after saying who holds it.
@@ -228,8 +229,16 @@ static char *find_kernel(const char *file)
 static int lock_dir(const char *dir, const char *what)
 {
 	char path[PATH_MAX], pid[32] = "";
+	struct stat st;
 	int fd;
 
+	/* Another local user who may write here could plant files hearthd trusts. */
+	if (stat(dir, &st) == 0 && (st.st_uid != geteuid() || (st.st_mode & 022))) {
+		fprintf(stderr, "hearthd: the %s %s must belong to uid %u and be writable by it "
+				"alone (it is uid %u, mode %04o); chown it and chmod 700 it\n", what,
+			dir, (unsigned)geteuid(), (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+		return -1;
+	}
 	snprintf(path, sizeof(path), "%s/hearthd.lock", dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {

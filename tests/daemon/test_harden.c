@@ -893,6 +893,14 @@ static void test_one_daemon_per_dir(void **state)
 	assert_int_equal(second_hearthd(h, other, run, out, sizeof(out)), 1);
 	assert_non_null(strstr(out, "the run directory"));
 	assert_non_null(strstr(out, want));
+	/* A state directory other users may write to: refused too. */
+	char open_dir[160];
+	snprintf(open_dir, sizeof(open_dir), "%s/open", h->dir);
+	assert_int_equal(mkdir(open_dir, 0700), 0);
+	assert_int_equal(chmod(open_dir, 01777), 0);
+	assert_int_equal(second_hearthd(h, open_dir, other, out, sizeof(out)), 1);
+	assert_non_null(strstr(out, "be writable by it alone"));
+	assert_non_null(strstr(out, "mode 1777"));
 	/* The first one never noticed. */
 	invoke_ok(h, key, "hello");
 
