@@ -315,17 +315,24 @@ static void enqueue_locked(struct ledger *l, struct pending *p)
 		pthread_cond_signal(&l->work);
 }
 
-/* Appends rec as one line to the active segment, all or nothing. Under l->mu. */
-static int append_locked(struct ledger *l, json_t *rec)
+/* rec as one journal line (its NUL made the '\n'); NULL without memory. Free it. */
+static char *record_line(json_t *rec, size_t *len)
 {
 	char *line = json_dumps(rec, JSON_COMPACT);
-	int seg = l->active, rc = 0;
-	size_t len, off = 0;
 
-	if (!line)
-		return -ENOMEM;
-	len = strlen(line);
-	line[len++] = '\n'; /* the NUL becomes the line's end: one write, one record */
+	if (line) {
+		*len = strlen(line);
+		line[(*len)++] = '\n'; /* one write, one record */
+	}
+	return line;
+}
+
+/* Appends one line to the active segment, all or nothing. Under l->mu. */
+static int append_locked(struct ledger *l, const char *line, size_t len)
+{
+	int seg = l->active, rc = 0;
+	size_t off = 0;
+
 	while (off < len) {
 		ssize_t w = pwrite(l->fd[seg], line + off, len - off, l->size[seg] + (off_t)off);
 
@@ -343,7 +350,6 @@ static int append_locked(struct ledger *l, json_t *rec)
 	}
 	if (rc == 0)
 		l->size[seg] += (off_t)len;
-	free(line);
 	return rc;
 }
 
@@ -351,21 +357,25 @@ int ledger_add(struct ledger *l, const struct inv_record *r)
 {
 	json_t *j = store_record_json(r);
 	struct pending *p = malloc(sizeof(*p));
+	size_t len = 0;
+	char *line = j ? record_line(j, &len) : NULL; /* outside the lock */
 	int rc, seg;
 
-	if (!j || !p) {
+	if (!line || !p) {
+		free(line);
 		free(p);
 		json_decref(j);
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&l->mu);
 	seg = l->active;
-	rc = append_locked(l, j);
+	rc = append_locked(l, line, len);
 	if (rc == 0) {
 		p->rec = j;
 		enqueue_locked(l, p);
 	}
 	pthread_mutex_unlock(&l->mu);
+	free(line);
 	if (rc) {
 		hlog_error("ledger", "cannot append to %s: %s", l->path[seg], strerror(-rc));
 		free(p);
@@ -425,9 +435,15 @@ static void write_held_locked(struct ledger *l)
 {
 	size_t done = 0;
 
-	while (l->held_head && append_locked(l, l->held_head->rec) == 0) {
+	while (l->held_head) {
 		struct pending *p = l->held_head;
+		size_t len = 0;
+		char *line = record_line(p->rec, &len);
+		int rc = line ? append_locked(l, line, len) : -ENOMEM;
 
+		free(line);
+		if (rc)
+			break;
 		l->held_head = p->next;
 		if (!l->held_head)
 			l->held_tail = NULL;
