@@ -845,8 +845,26 @@ static void test_disk_full(void **state)
 	hd_stop(h);
 	hd_start_args(h, reserve);
 	assert_int_equal(usage_invocations(h, key), ok);
-	free(key);
+
+	/* Stopped while a record is held: it goes to hearthd's log whole, not nowhere. */
+	fd = open(fill, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	while (write(fd, block, sizeof(block)) > 0)
+		;
+	close(fd);
+	refused = 0;
+	for (int i = 0; i < 200 && !refused; i++) {
+		long s = invoke(h, key, "hello", "last", NULL, &r);
+
+		refused = s == 507;
+		resp_free(&r);
+	}
+	assert_true(refused);
 	hd_stop(h);
+	snprintf(cmd, sizeof(cmd), "grep -q 'unrecorded invocation record.*function.*hello' "
+		 "%s/hearthd.log", h->dir);
+	assert_int_equal(system(cmd), 0);
+	free(key);
 	snprintf(cmd, sizeof(cmd), "umount %s", st);
 	assert_int_equal(system(cmd), 0);
 }
