@@ -146,6 +146,32 @@ static pthread_mutex_t *engine_lock_for(struct sched *s, struct hearth_engine *e
 	       e == s->eng.builtin ? &s->eng_mu_builtin : &s->eng_mu_libvirt;
 }
 
+/*
+ * A platform error goes to the tenant (the answer, its invocation's logs):
+ * host paths in an engine's message (a run directory, a kept console) are
+ * the operator's, who has the whole message in hearthd's log. Each absolute
+ * path that starts a word becomes "<host path>".
+ */
+static void redact_host_paths(char *s)
+{
+	static const char mark[] = "<host path>";
+	char out[sizeof(((struct invocation *)0)->error)];
+	size_t o = 0;
+
+	for (const char *p = s; *p && o + sizeof(mark) < sizeof(out);) {
+		if (*p == '/' && (p == s || p[-1] == ' ' || p[-1] == '(')) {
+			memcpy(out + o, mark, sizeof(mark) - 1);
+			o += sizeof(mark) - 1;
+			while (*p && *p != ' ' && *p != ')' && *p != ';' && *p != ',')
+				p++;
+			continue;
+		}
+		out[o++] = *p++;
+	}
+	out[o] = 0;
+	memcpy(s, out, o + 1);
+}
+
 static void fail_inv(struct invocation *inv, int http, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static void fail_inv(struct invocation *inv, int http, const char *code, const char *fmt, ...)
@@ -158,6 +184,7 @@ static void fail_inv(struct invocation *inv, int http, const char *code, const c
 	va_start(ap, fmt);
 	vsnprintf(inv->error, sizeof(inv->error), fmt, ap);
 	va_end(ap);
+	redact_host_paths(inv->error);
 	inv->end_wall_us = wall_us();
 	if (!inv->start_wall_us)
 		inv->start_wall_us = inv->end_wall_us;
@@ -916,6 +943,8 @@ static void *vm_thread(void *arg)
 
 		if (vm)
 			hearth_vm_keep_console(vm, kept, sizeof(kept));
+		if (strstr(err, kept))
+			kept[0] = 0; /* the engine's message names it already */
 		hlog_error("sched", "VM for %s v%d failed to start: %s%s%s%s", p->ver.name,
 			   p->ver.version, err, kept[0] ? " (its console is kept in " : "", kept,
 			   kept[0] ? ")" : "");

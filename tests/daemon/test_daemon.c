@@ -724,6 +724,42 @@ static void test_libvirt_restore(void **state)
 			     0);
 }
 
+/*
+ * A guest that crashes while booting (the triple-fault test guest, under the
+ * builtin engine): 503 VMStartFailed, with no host path in what the tenant
+ * sees (answer and logs); hearthd's log names the kept console, which exists.
+ */
+static void test_guest_crash_at_boot(void **state)
+{
+	struct hd *h = *state;
+	static const char *const args[] = { "--engine", "builtin", "--vmm", HEARTH_VMM_BIN,
+					    "--builtin-kernel", TRIPLE_FAULT_ELF, NULL };
+	struct resp r;
+	char *key, cmd[600];
+
+	hd_start_args(h, args);
+	key = tenant_create(h, "acme");
+	deploy(h, key, "crash", EXAMPLES_DIR "/hello", NULL);
+	assert_int_equal(invoke(h, key, "crash", "x", NULL, &r), 503);
+	assert_string_equal(error_code(&r), "VMStartFailed");
+	if (!strstr(r.body, "<host path>") || strstr(r.body, h->dir))
+		fprintf(stderr, "answer: %s\n", r.body);
+	assert_non_null(strstr(r.body, "<host path>"));
+	assert_null(strstr(r.body, h->dir));
+	resp_free(&r);
+	assert_int_equal(http(h, "GET", "/v1/functions/crash/logs", key, NULL, NULL, 0, NULL, &r),
+			 200);
+	assert_null(strstr(r.body, h->dir));
+	resp_free(&r);
+	snprintf(cmd, sizeof(cmd),
+		 "f=$(grep -o 'its console is kept in [^ )\"]*' %s/hearthd.log | head -1 | "
+		 "cut -d' ' -f6) && test -n \"$f\" && test -e \"$f\"", h->dir);
+	assert_int_equal(system(cmd), 0);
+	hd_alive(h);
+	free(key);
+	hd_stop(h);
+}
+
 static void test_builtin_snapshot_restore(void **state)
 {
 	struct hd *h = *state;
@@ -929,6 +965,7 @@ static void test_image_gc(void **state)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_guest_crash_at_boot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deploy_cold_warm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_async_dead_letter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keep_warm_expiry, setup, teardown),
