@@ -36,7 +36,7 @@ struct ledger {
 	char path[2][4300];
 	struct pending *head, *tail;
 	struct pending *held_head, *held_tail; /* not on file (the disk refused): in memory */
-	size_t held;
+	size_t held; /* changed under mu (atomically), read without it by ledger_held */
 	uint64_t added_seq;     /* the newest record on file */
 	uint64_t committed_seq; /* every record up to this one is committed */
 	bool flush_now, stopping, started;
@@ -410,7 +410,7 @@ int ledger_hold(struct ledger *l, const struct inv_record *r)
 		else
 			l->held_head = p;
 		l->held_tail = p;
-		l->held++;
+		__atomic_add_fetch(&l->held, 1, __ATOMIC_RELAXED);
 		pthread_cond_signal(&l->work);
 		p = NULL;
 	}
@@ -424,10 +424,8 @@ int ledger_hold(struct ledger *l, const struct inv_record *r)
 
 size_t ledger_held(struct ledger *l)
 {
-	pthread_mutex_lock(&l->mu);
-	size_t n = l->held;
-	pthread_mutex_unlock(&l->mu);
-	return n;
+	/* Asked before every invocation: no lock (the journal's appends take it). */
+	return __atomic_load_n(&l->held, __ATOMIC_RELAXED);
 }
 
 /* Puts held records on file, oldest first, until the first refusal. Under l->mu. */
@@ -447,7 +445,7 @@ static void write_held_locked(struct ledger *l)
 		l->held_head = p->next;
 		if (!l->held_head)
 			l->held_tail = NULL;
-		l->held--;
+		__atomic_sub_fetch(&l->held, 1, __ATOMIC_RELAXED);
 		done++;
 		enqueue_locked(l, p);
 	}
