@@ -582,7 +582,7 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	long long tmo = query_int(c, "timeout_ms", UINT32_MAX);
 	const char *engine = query(c, "engine");
 	json_t *args, *env;
-	struct tenant_limits lim;
+	struct tenant_limits lim; /* read once, below */
 	bool code_locked = false;
 	int rc;
 
@@ -606,7 +606,9 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 		bool is_new = existing == NULL;
 
 		json_decref(existing);
-		store_limits_get(a->store, who->tenant_id, &lim);
+		if (store_limits_get(a->store, who->tenant_id, &lim))
+			return send_error(c, 503, "StoreUnavailable",
+					  "the tenant's limits cannot be read now");
 		if (lim.max_package_bytes > 0 && (int64_t)r->len > lim.max_package_bytes)
 			return send_error(c, 413, "PackageTooLarge",
 					  "the package is %zu bytes; this tenant's limit is %lld", r->len,
@@ -737,7 +739,7 @@ static enum MHD_Result h_deploy(struct req *r, const struct principal *who, cons
 	v.env_json = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(args);
 	json_decref(env);
-	if (store_limits_get(a->store, who->tenant_id, &lim) == 0 && lim.max_code_bytes > 0) {
+	if (lim.max_code_bytes > 0) {
 		/* The tenant's code storage, with this image unless one of its versions has it. */
 		int64_t used;
 		bool has;
@@ -817,7 +819,10 @@ static enum MHD_Result h_config(struct req *r, const struct principal *who, cons
 	if (!has_r)
 		res = json_integer_value(json_object_get(cur, "reserved"));
 	json_decref(cur);
-	store_limits_get(a->store, who->tenant_id, &lim);
+	if (store_limits_get(a->store, who->tenant_id, &lim)) {
+		fn_version_free(&v);
+		return send_error(c, 503, "StoreUnavailable", "the tenant's limits cannot be read now");
+	}
 	if (has_r && res > 0) {
 		int64_t tenant_others = store_reserved_sum(a->store, who->tenant_id, name);
 		int64_t host_others = store_reserved_sum(a->store, 0, NULL) -
