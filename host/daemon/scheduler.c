@@ -158,8 +158,10 @@ static void redact_host_paths(char *s)
 	char out[sizeof(((struct invocation *)0)->error)];
 	size_t o = 0;
 
-	for (const char *p = s; *p && o + sizeof(mark) < sizeof(out);) {
+	for (const char *p = s; *p && o + 1 < sizeof(out);) {
 		if (*p == '/' && (p == s || p[-1] == ' ' || p[-1] == '(')) {
+			if (o + sizeof(mark) > sizeof(out))
+				break;
 			memcpy(out + o, mark, sizeof(mark) - 1);
 			o += sizeof(mark) - 1;
 			while (*p && *p != ' ' && *p != ')' && *p != ';' && *p != ',')
