@@ -705,6 +705,19 @@ static long usage_invocations(struct hd *h, const char *key)
 	return n;
 }
 
+/* Writes path until its file system is full. */
+static void fill_disk(const char *path)
+{
+	static char block[1 << 16];
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	assert_true(fd >= 0);
+	while (write(fd, block, sizeof(block)) > 0)
+		;
+	assert_int_equal(errno, ENOSPC);
+	close(fd);
+}
+
 static void test_disk_full(void **state)
 {
 	struct hd *h = *state;
@@ -761,13 +774,7 @@ static void test_disk_full(void **state)
 
 	/* Fill the disk. */
 	snprintf(fill, sizeof(fill), "%s/filler", st);
-	int fd = open(fill, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	static char block[1 << 16];
-	assert_true(fd >= 0);
-	while (write(fd, block, sizeof(block)) > 0)
-		;
-	assert_int_equal(errno, ENOSPC);
-	close(fd);
+	fill_disk(fill);
 
 	/* A deploy: 507, not the package's fault, and no half image or upload left. */
 	size_t len;
@@ -847,11 +854,7 @@ static void test_disk_full(void **state)
 	assert_int_equal(usage_invocations(h, key), ok);
 
 	/* Stopped while a record is held: it goes to hearthd's log whole, not nowhere. */
-	fd = open(fill, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(fd >= 0);
-	while (write(fd, block, sizeof(block)) > 0)
-		;
-	close(fd);
+	fill_disk(fill);
 	refused = 0;
 	for (int i = 0; i < 200 && !refused; i++) {
 		long s = invoke(h, key, "hello", "last", NULL, &r);
